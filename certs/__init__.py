@@ -1,0 +1,1 @@
+"""CA and serving certificates for the webhook, their Secret, caBundle injection and rotation."""

@@ -1,0 +1,1 @@
+"""What runs in the inference Pod: the transformers server and the vLLM launcher."""

@@ -1,0 +1,1 @@
+"""The admission webhook: an aiohttp HTTPS server with /mutate and /validate."""
