@@ -175,6 +175,12 @@ class Controller:
         ):
             return  # our own status write, or nothing we act on
         for key in keys_for(kind, old, new, self.workspaces.values()):
+            if (
+                kind != "Workspace"
+                and self.backoff.count(key)
+                and self.queue.scheduled_in(key) is not None
+            ):
+                continue  # failing: wait out the backoff; a spec change still retries at once
             self.queue.add(key)
 
     def _resync(self) -> None:

@@ -139,7 +139,7 @@ class Informer:
         self.on_relist()
         rv = result.resource_version
         deadline = self.clock() + self.relist_interval_s
-        while (left := deadline - self.clock()) >= 1:
+        while (left := deadline - self.clock()) >= 0.5:
             # The server ends the watch after `left` seconds; then it is time to relist.
             async for event in self.kube.watch(
                 self.resource,

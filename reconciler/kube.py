@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import math
 import os
 import ssl
 import tempfile
@@ -368,7 +369,7 @@ class Kube:
             watch="1",
             resourceVersion=resource_version,
             allowWatchBookmarks="true",
-            timeoutSeconds=str(max(1, int(timeout_s))),
+            timeoutSeconds=str(max(1, math.ceil(timeout_s))),
         )
         code = 0
         try:

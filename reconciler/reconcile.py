@@ -49,6 +49,7 @@ from reconciler.resources import (
 )
 from reconciler.status import (
     REASON_DELETING,
+    REASON_WORKLOAD_REFUSED,
     Cond,
     EventSpec,
     build_status,
@@ -322,10 +323,17 @@ class Reconciler:
         if plan.create:
             await self._create_claims(ws_obj, plan)
         workload: Obj | None = None
+        refused: ApiError | None = None
         if plan.ready:
-            workload = await self._apply_workload(
-                ws=ws, ws_obj=ws_obj, needs=needs, plan=plan, nodes=nodes, config=config
-            )
+            try:
+                workload = await self._apply_workload(
+                    ws=ws, ws_obj=ws_obj, needs=needs, plan=plan, nodes=nodes, config=config
+                )
+            except ApiError as exc:
+                if exc.status not in (400, 403, 422):
+                    raise
+                refused = exc  # the apiserver refuses what we render: say so, then back off
+                workload = self._observed_workload(ws, needs)
         else:
             workload = self._observed_workload(ws, needs)
         pods = owned(self.caches.pods.values(), namespace, name)
@@ -337,8 +345,17 @@ class Reconciler:
             replicas=needs.replicas,
             endpoint=f"http://{service_host(ws)}:80",
         )
+        if refused is not None:
+            inference = Cond(
+                False,
+                REASON_WORKLOAD_REFUSED,
+                f"the apiserver refused the workload: {refused}; this is a reconciler bug or "
+                "a policy (RBAC, admission) in the way: check the reconciler's logs",
+            )
         worker_nodes = list(plan.selected) if plan.ready else list(ws.status.worker_nodes)
         await self._write_status(ws_obj, resource, inference, worker_nodes)
+        if refused is not None:
+            raise refused
         if resource.ok and inference.ok:
             return None
         return self.options.pending_requeue_s

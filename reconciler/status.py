@@ -35,6 +35,7 @@ REASON_POD_FAILED = "PodFailed"
 REASON_UNSCHEDULABLE = "Unschedulable"
 REASON_INSUFFICIENT_GPU = "InsufficientGPU"
 REASON_DELETING = "Deleting"
+REASON_WORKLOAD_REFUSED = "WorkloadRefused"
 # WorkspaceSucceeded
 REASON_WORKSPACE_READY = "WorkspaceReady"
 
@@ -56,6 +57,7 @@ WARNING_REASONS = {
     REASON_POD_FAILED,
     REASON_UNSCHEDULABLE,
     REASON_INSUFFICIENT_GPU,
+    REASON_WORKLOAD_REFUSED,
     "NoFit",
     "UnknownPreset",
     "UnknownInstanceType",

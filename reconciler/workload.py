@@ -168,17 +168,24 @@ def tolerations() -> list[dict[str, str]]:
 
 
 def node_affinity(ws: Workspace, nodes: Sequence[str]) -> dict[str, Any]:
-    term: dict[str, Any] = {}
+    """Required: the labelSelector's labels and one of ``nodes``. A ``metadata.name`` field
+    selector takes one value, so there is one (ORed) term per node."""
     exprs = selector_requirements(ws.resource.label_selector)
-    if exprs:
-        term["matchExpressions"] = exprs
-    if nodes:
-        term["matchFields"] = [{"key": "metadata.name", "operator": "In", "values": sorted(nodes)}]
-    if not term:
+    terms: list[dict[str, Any]] = []
+    for node in sorted(nodes):
+        term: dict[str, Any] = {
+            "matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]
+        }
+        if exprs:
+            term = {"matchExpressions": exprs, **term}
+        terms.append(term)
+    if not terms and exprs:
+        terms.append({"matchExpressions": exprs})
+    if not terms:
         return {}
     return {
         "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}
         }
     }
 
