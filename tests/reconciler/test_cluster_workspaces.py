@@ -218,10 +218,9 @@ def test_slow_cloud_shows_provisioning_then_ready(
     start_reconciler()
     apply(crds, namespace, examples.SEED_FALCON)
     ws = wait_condition(crds, namespace, NAME, "ResourceReady", "False", reason="Provisioning")
-    assert (
-        {c["type"]: c["reason"] for c in ws["status"]["conditions"]}["InferenceReady"]
-        == "ResourceNotReady"
-    )
+    assert {c["type"]: c["reason"] for c in ws["status"]["conditions"]}[
+        "InferenceReady"
+    ] == "ResourceNotReady"
     assert get(crds, "deployment", namespace, NAME) is None
     wait_until(lambda: get(crds, "deployment", namespace, NAME), 30, "the deployment")
     wait_ready(crds, namespace, NAME)
