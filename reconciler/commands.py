@@ -4,11 +4,13 @@ The reconciler does not import ``runtime``: it renders the command line the runt
 accepts. Changing a flag is a one-place edit here plus regenerated golden files
 (``python -m tests.reconciler.goldens --update``).
 
-* transformers: ``python -m runtime.server`` (the `/chat` + OpenAI server; splits the layers over
-  all GPUs of the node, so it takes no parallelism flags).
-* vLLM: ``python -m runtime.vllm`` (the launcher), with tensor and pipeline parallel sizes and,
-  on more than one node, the node count, this Pod's rank (``$(POD_INDEX)``, which Kubernetes
-  expands from the container's environment) and the leader's stable DNS name.
+* transformers: ``python -m runtime.server`` (``/chat`` and the OpenAI API). It takes the model
+  (Hugging Face id at the preset's pinned revision), dtype, context length and chat template
+  from the reconciler, and splits the layers over every GPU of its node.
+* vLLM: ``python -m runtime.vllm``, the launcher. It reads the preset from the same catalog
+  (``--preset``) and derives tensor/pipeline parallelism with the same estimator as the
+  reconciler; on several nodes it learns its rank from ``POD_INDEX`` (downward API) and reaches
+  the rank-0 Pod through the headless Service.
 
 Both serve HTTP on port 5000 with ``/health``, read adapters from ``--adapter-root`` (one folder
 per adapter, copied there by the adapter init containers) and take one ``--adapter
@@ -23,46 +25,34 @@ from dataclasses import dataclass
 from reconciler.labels import ADAPTER_DIR, RUNTIME_PORT
 
 POD_INDEX_ENV = "POD_INDEX"
+POD_NAME_ENV = "POD_NAME"
+POD_NAMESPACE_ENV = "POD_NAMESPACE"
 
 
 @dataclass(frozen=True)
 class ServeArgs:
-    """What both runtimes need to know, from the preset and the sizing."""
+    """What the runtimes need to know, from the preset and the sizing."""
 
+    preset: str
+    """The preset's name, also the served model name."""
     model: str
-    """Hugging Face repo id (or a path inside a private image)."""
+    """Hugging Face repo id."""
     revision: str
-    served_model_name: str
     dtype: str | None = None
-    tensor_parallel_size: int = 1
-    pipeline_parallel_size: int = 1
     max_model_len: int | None = None
     trust_remote_code: bool = False
+    chat_template: str | None = None
+    """Jinja text, passed inline (the catalog's template for tokenizers without one)."""
+    download: bool = True
+    """False for a private image that carries the weights (no hub access at start)."""
     adapters: Sequence[tuple[str, str]] = ()
     """(name, strength) in the Workspace's order."""
     port: int = RUNTIME_PORT
     adapter_root: str = ADAPTER_DIR
     nodes: int = 1
+    headless_service: str | None = None
     leader_address: str | None = None
     """DNS name of the rank-0 Pod (multi-node only)."""
-
-
-def _common(args: ServeArgs) -> list[str]:
-    out = [
-        "--model",
-        args.model,
-        "--revision",
-        args.revision,
-        "--served-model-name",
-        args.served_model_name,
-        "--port",
-        str(args.port),
-    ]
-    if args.dtype:
-        out += ["--dtype", args.dtype]
-    if args.trust_remote_code:
-        out.append("--trust-remote-code")
-    return out
 
 
 def _adapters(args: ServeArgs) -> list[str]:
@@ -76,27 +66,49 @@ def _adapters(args: ServeArgs) -> list[str]:
 
 def transformers_command(args: ServeArgs) -> list[str]:
     """``python -m runtime.server ...`` for the transformers runtime (one node)."""
-    return ["python", "-m", "runtime.server", *_common(args), *_adapters(args)]
+    out = [
+        "python",
+        "-m",
+        "runtime.server",
+        "--model",
+        args.model,
+        "--revision",
+        args.revision,
+        "--served-model-name",
+        args.preset,
+        "--port",
+        str(args.port),
+    ]
+    if args.dtype:
+        out += ["--dtype", args.dtype]
+    if args.max_model_len:
+        out += ["--max-model-len", str(args.max_model_len)]
+    if args.trust_remote_code:
+        out.append("--trust-remote-code")
+    if args.download:
+        out.append("--allow-download")
+    if args.chat_template:
+        out += ["--chat-template", args.chat_template]
+    return out + _adapters(args)
 
 
 def vllm_command(args: ServeArgs) -> list[str]:
     """``python -m runtime.vllm ...`` for the vLLM launcher (one or more nodes)."""
-    out = ["python", "-m", "runtime.vllm", *_common(args)]
-    out += [
-        "--tensor-parallel-size",
-        str(args.tensor_parallel_size),
-        "--pipeline-parallel-size",
-        str(args.pipeline_parallel_size),
+    out = [
+        "python",
+        "-m",
+        "runtime.vllm",
+        "--preset",
+        args.preset,
+        "--served-model-name",
+        args.preset,
+        "--port",
+        str(args.port),
     ]
-    if args.max_model_len:
-        out += ["--max-model-len", str(args.max_model_len)]
     if args.nodes > 1:
-        out += [
-            "--nnodes",
-            str(args.nodes),
-            "--node-rank",
-            f"$({POD_INDEX_ENV})",
-            "--leader-address",
-            args.leader_address or "",
-        ]
+        out += ["--node-count", str(args.nodes)]
+        if args.headless_service:
+            out += ["--headless-service", args.headless_service]
+        if args.leader_address:
+            out += ["--leader-address", args.leader_address]
     return out + _adapters(args)

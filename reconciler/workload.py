@@ -23,7 +23,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from api.workspace import AccessMode, Runtime, Workspace
-from reconciler.commands import POD_INDEX_ENV, ServeArgs, transformers_command, vllm_command
+from reconciler.commands import (
+    POD_INDEX_ENV,
+    POD_NAME_ENV,
+    POD_NAMESPACE_ENV,
+    ServeArgs,
+    transformers_command,
+    vllm_command,
+)
 from reconciler.labels import (
     ADAPTER_DIR,
     CONTAINER_NAME,
@@ -98,7 +105,7 @@ def service_host(ws: Workspace) -> str:
 
 
 def leader_address(ws: Workspace) -> str:
-    return f"{ws.name}-0.{headless_name(ws)}.{ws.namespace}.svc.cluster.local"
+    return f"{ws.name}-0.{headless_name(ws)}.{ws.namespace}.svc"
 
 
 def image_for(ws: Workspace, runtime: Runtime, images: Images) -> str:
@@ -133,26 +140,32 @@ def serve_args(ws: Workspace, needs: Needs, default_strength: str = "1.0") -> Se
     preset = needs.preset
     assert preset is not None
     assert needs.fit is not None
+    private = (
+        ws.inference is not None
+        and ws.inference.preset is not None
+        and bool(ws.inference.preset.private_image)
+    )
     return ServeArgs(
+        preset=preset.name,
         model=preset.hf_repo,
         revision=preset.revision,
-        served_model_name=preset.name,
         dtype=needs.fit.dtype,
-        tensor_parallel_size=needs.fit.tensor_parallel_size,
-        pipeline_parallel_size=needs.fit.pipeline_parallel_size,
         max_model_len=needs.fit.max_model_len,
         trust_remote_code=preset.trust_remote_code,
+        chat_template=preset.chat_template,
+        download=not private,
         adapters=adapter_strengths(ws, default_strength),
         nodes=needs.nodes if needs.multi_node else 1,
+        headless_service=headless_name(ws) if needs.multi_node else None,
         leader_address=leader_address(ws) if needs.multi_node else None,
     )
 
 
 def command_for(ws: Workspace, needs: Needs, default_strength: str = "1.0") -> list[str]:
     args = serve_args(ws, needs, default_strength)
-    if needs.runtime is Runtime.TRANSFORMERS:
-        return transformers_command(args)
-    return vllm_command(args)
+    render = transformers_command if needs.runtime is Runtime.TRANSFORMERS else vllm_command
+    # Kubernetes expands $(VAR) in commands; `$$` keeps a literal `$` (e.g. in a template).
+    return [a.replace("$(", "$$(") for a in render(args)]
 
 
 def tolerations() -> list[dict[str, str]]:
@@ -252,7 +265,12 @@ def pod_template(
             {
                 "name": POD_INDEX_ENV,
                 "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{LABEL_POD_INDEX}']"}},
-            }
+            },
+            {"name": POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {
+                "name": POD_NAMESPACE_ENV,
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+            },
         ]
     affinity = node_affinity(ws, nodes)
     if needs.multi_node:

@@ -163,8 +163,10 @@ def test_multi_node_preset_gets_a_statefulset_and_headless_service(
     pods = items(crds, "pods", namespace, f"kaito.sh/workspace={name}")
     assert sorted(p["spec"]["nodeName"] for p in pods) == sorted(ws["status"]["workerNodes"])
     cmd = sts["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert cmd[cmd.index("--pipeline-parallel-size") + 1] == "2"
-    assert cmd[cmd.index("--node-rank") + 1] == "$(POD_INDEX)"
+    assert cmd[cmd.index("--node-count") + 1] == "2"
+    assert cmd[cmd.index("--headless-service") + 1] == f"{name}-headless"
+    env = {e["name"] for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert {"POD_INDEX", "POD_NAME", "POD_NAMESPACE"} <= env
 
 
 def test_template_workspace_serves_the_users_pod(
