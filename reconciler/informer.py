@@ -10,6 +10,7 @@ deleted), and ``on_relist`` after every full list.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -141,20 +142,22 @@ class Informer:
         deadline = self.clock() + self.relist_interval_s
         while (left := deadline - self.clock()) >= 0.5:
             # The server ends the watch after `left` seconds; then it is time to relist.
-            async for event in self.kube.watch(
+            watch = self.kube.watch(
                 self.resource,
                 self.namespace,
                 resource_version=rv,
                 timeout_s=left,
                 label_selector=self.label_selector,
                 field_selector=self.field_selector,
-            ):
-                rv = str((event.object.get("metadata") or {}).get("resourceVersion") or rv)
-                if event.type == "BOOKMARK":
-                    continue
-                if event.type == "DELETED":
-                    old = self.store.pop(key_of(event.object), None)
-                    if old is not None:
-                        self.on_change(old, None)
-                else:
-                    self._upsert(slim(event.object))
+            )
+            async with contextlib.aclosing(watch) as events:
+                async for event in events:
+                    rv = str((event.object.get("metadata") or {}).get("resourceVersion") or rv)
+                    if event.type == "BOOKMARK":
+                        continue
+                    if event.type == "DELETED":
+                        old = self.store.pop(key_of(event.object), None)
+                        if old is not None:
+                            self.on_change(old, None)
+                    else:
+                        self._upsert(slim(event.object))

@@ -12,6 +12,7 @@ certificate kubeconfig, or run in a cluster.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -20,7 +21,7 @@ import os
 import ssl
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -236,6 +237,7 @@ class Kube:
         if self._session is not None:
             await self._session.close()
             self._session = None
+            await asyncio.sleep(0.25)  # let closing TLS transports finish (aiohttp advice)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -360,7 +362,7 @@ class Kube:
         timeout_s: float,
         label_selector: str | None = None,
         field_selector: str | None = None,
-    ) -> AsyncIterator[WatchEvent]:
+    ) -> AsyncGenerator[WatchEvent, None]:
         """Events after ``resource_version`` until the server ends the watch after ``timeout_s``.
 
         Raises ``GoneError`` when the version is too old (the caller relists)."""
@@ -407,6 +409,7 @@ class Kube:
                             obj.setdefault("apiVersion", resource.api_version)
                             obj.setdefault("kind", resource.kind)
                         yield WatchEvent(str(etype), obj)
+                resp.close()
         except aiohttp.ClientError:
             if code == 0:
                 self.on_request("watch", str(resource), 0)

@@ -33,7 +33,7 @@ from api.defaults import default
 from api.errors import ApiError as ApiPackageError
 from api.presets import PresetCatalog
 from api.skus import SkuCatalog
-from api.workspace import Workspace
+from api.workspace import Runtime, Workspace
 from reconciler.errors import ApiError, NotLeaderError
 from reconciler.labels import FINALIZER, LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
 from reconciler.needs import REASON_INVALID_SPEC, Needs, Unsatisfiable, compute_needs
@@ -410,12 +410,18 @@ class Reconciler:
     ) -> Obj | None:
         kind_cache = self.caches.statefulsets if needs.multi_node else self.caches.deployments
         observed = kind_cache.get(ws.namespace, ws.name)
+        images = Images(
+            vllm=config.runtime_images.get(Runtime.VLLM, self.options.images.vllm),
+            transformers=config.runtime_images.get(
+                Runtime.TRANSFORMERS, self.options.images.transformers
+            ),
+        )
         strategy: Strategy = strategy_of(observed) or "recreate"
         draft = render(
             ws,
             needs,
             nodes=plan.selected,
-            images=self.options.images,
+            images=images,
             strategy=strategy,
             default_strength=config.default_adapter_strength,
         )
@@ -430,7 +436,7 @@ class Reconciler:
                 ws,
                 needs,
                 nodes=plan.selected,
-                images=self.options.images,
+                images=images,
                 strategy=strategy,
                 default_strength=config.default_adapter_strength,
             )

@@ -226,3 +226,33 @@ def test_slow_cloud_shows_provisioning_then_ready(
     assert get(crds, "deployment", namespace, NAME) is None
     wait_until(lambda: get(crds, "deployment", namespace, NAME), 30, "the deployment")
     wait_ready(crds, namespace, NAME)
+
+
+def test_admin_configmap_sets_the_runtime_image(
+    crds: ControlPlane, namespace: str, reconciler: ReconcilerProc
+) -> None:
+    image = "registry.example.com/kaito/vllm:2.0"
+    crds.kubectl(
+        "create", "configmap", "kaito-config", "-n", namespace, f"--from-literal=vllmImage={image}"
+    )
+    apply(crds, namespace, examples.SEED_FALCON)
+    wait_ready(crds, namespace, NAME)
+    assert _pod_spec(crds, namespace, NAME)["containers"][0]["image"] == image
+    # A new image in the ConfigMap rolls the workload out.
+    newer = "registry.example.com/kaito/vllm:2.1"
+    crds.kubectl(
+        "patch",
+        "configmap",
+        "kaito-config",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        f'{{"data": {{"vllmImage": "{newer}"}}}}',
+    )
+    wait_until(
+        lambda: _pod_spec(crds, namespace, NAME)["containers"][0]["image"] == newer,
+        30,
+        "the new image",
+    )
+    wait_ready(crds, namespace, NAME)

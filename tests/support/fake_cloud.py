@@ -185,12 +185,12 @@ class FakeCloud:
                     self._schedule(item["metadata"]["name"])
                 rv = listed.resource_version
                 while True:
-                    async for event in self.kube.watch(
-                        NODECLAIMS, resource_version=rv, timeout_s=30
-                    ):
-                        rv = event.object.get("metadata", {}).get("resourceVersion", rv)
-                        if event.type != "BOOKMARK":
-                            self._schedule(event.object["metadata"]["name"])
+                    watch = self.kube.watch(NODECLAIMS, resource_version=rv, timeout_s=30)
+                    async with contextlib.aclosing(watch) as stream:
+                        async for event in stream:
+                            rv = event.object.get("metadata", {}).get("resourceVersion", rv)
+                            if event.type != "BOOKMARK":
+                                self._schedule(event.object["metadata"]["name"])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -1,0 +1,198 @@
+"""The asyncio Kubernetes client and the informer, against the real apiserver."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler.errors import ConflictError, KubeConfigError, NotFoundError
+from reconciler.informer import Informer
+from reconciler.kube import Kube, load_credentials, load_in_cluster, load_kubeconfig
+from reconciler.resources import CONFIGMAPS, LEASES
+from tests.cluster.harness import ControlPlane
+from tests.reconciler.aio import sync
+
+
+def _cm(name: str, ns: str, data: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": ns},
+        "data": data,
+    }
+
+
+def test_kubeconfig_with_embedded_data_and_relative_files(tmp_path: Path) -> None:
+    (tmp_path / "ca.crt").write_text("CA")
+    cfg = {
+        "current-context": "b",
+        "contexts": [
+            {"name": "a", "context": {"cluster": "c1", "user": "u1"}},
+            {"name": "b", "context": {"cluster": "c2", "user": "u2", "namespace": "team"}},
+        ],
+        "clusters": [
+            {"name": "c1", "cluster": {"server": "https://one:6443/"}},
+            {
+                "name": "c2",
+                "cluster": {"server": "https://two:6443", "certificate-authority": "ca.crt"},
+            },
+        ],
+        "users": [
+            {"name": "u1", "user": {"token": "t1"}},
+            {
+                "name": "u2",
+                "user": {
+                    "client-certificate-data": base64.b64encode(b"CERT").decode(),
+                    "client-key-data": base64.b64encode(b"KEY").decode(),
+                },
+            },
+        ],
+    }
+    path = tmp_path / "kc"
+    path.write_text(json.dumps(cfg))
+    creds = load_kubeconfig(path)
+    assert creds.server == "https://two:6443"
+    assert creds.ca_file == str(tmp_path / "ca.crt")
+    assert (creds.cert_data, creds.key_data) == (b"CERT", b"KEY")
+    assert creds.namespace == "team"
+    one = load_kubeconfig(path, "a")
+    assert (one.server, one.token) == ("https://one:6443", "t1")
+    assert load_credentials("", "a", {"KUBECONFIG": f"{path}:/elsewhere"}).server == one.server
+
+
+def test_unsupported_or_missing_credentials_say_what_to_do(tmp_path: Path) -> None:
+    cfg = {
+        "current-context": "x",
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+        "clusters": [{"name": "c", "cluster": {"server": "https://s"}}],
+        "users": [{"name": "u", "user": {"exec": {"command": "aws"}}}],
+    }
+    path = tmp_path / "kc"
+    path.write_text(json.dumps(cfg))
+    with pytest.raises(KubeConfigError, match="exec and auth-provider"):
+        load_kubeconfig(path)
+    with pytest.raises(KubeConfigError, match="no context named 'nope'"):
+        load_kubeconfig(path, "nope")
+    with pytest.raises(KubeConfigError, match="pass --kubeconfig or set KUBECONFIG"):
+        load_credentials("", "", {})
+
+
+def test_in_cluster_credentials(tmp_path: Path) -> None:
+    for name, text in (("token", "tok\n"), ("ca.crt", "CA"), ("namespace", "kaito-system\n")):
+        (tmp_path / name).write_text(text)
+    env = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+    creds = load_in_cluster(env, tmp_path)
+    assert creds.server == "https://10.0.0.1:443"
+    assert creds.token_file == str(tmp_path / "token")
+    assert creds.namespace == "kaito-system"
+    v6 = load_in_cluster({**env, "KUBERNETES_SERVICE_HOST": "fd00::1"}, tmp_path)
+    assert v6.server == "https://[fd00::1]:443"
+
+
+@sync
+async def test_apply_is_idempotent_and_shared_fields_need_force(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    calls: list[tuple[str, str, int]] = []
+    creds = load_kubeconfig(control_plane.kubeconfig)
+    async with (
+        Kube(creds, field_manager="kaito-test", on_request=lambda *a: calls.append(a)) as kube,
+        Kube(creds, field_manager="someone-else") as other,
+    ):
+        first = await kube.apply(_cm("x", namespace, {"a": "1"}))
+        again = await kube.apply(_cm("x", namespace, {"a": "1"}))
+        assert again["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
+        with pytest.raises(ConflictError):
+            await other.apply(_cm("x", namespace, {"a": "2"}), force=False)
+        taken = await other.apply(_cm("x", namespace, {"a": "2"}))
+        assert taken["data"] == {"a": "2"}
+        # Dropping a field we own removes it; fields of other managers stay.
+        await kube.apply(_cm("x", namespace, {"b": "3"}))
+        got = await kube.get(CONFIGMAPS, "x", namespace)
+        assert got is not None
+        assert got["data"] == {"a": "2", "b": "3"}
+        assert await kube.get(CONFIGMAPS, "missing", namespace) is None
+        assert await kube.delete(CONFIGMAPS, "x", namespace)
+        assert not await kube.delete(CONFIGMAPS, "x", namespace)
+    assert ("apply", "configmaps", 201) in calls
+    assert ("get", "configmaps", 404) in calls
+
+
+@sync
+async def test_list_pages_and_replace_detects_races(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    creds = load_kubeconfig(control_plane.kubeconfig)
+    async with Kube(creds, field_manager="kaito-test") as kube:
+        for i in range(7):
+            await kube.create(_cm(f"p{i}", namespace, {}))
+        listed = await kube.list(CONFIGMAPS, namespace, page_size=3)
+        names = {o["metadata"]["name"] for o in listed.items}
+        assert {f"p{i}" for i in range(7)} <= names
+        assert all(o["kind"] == "ConfigMap" for o in listed.items)
+        lease = await kube.create(
+            {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": "l", "namespace": namespace},
+                "spec": {"holderIdentity": "a"},
+            }
+        )
+        lease["spec"]["holderIdentity"] = "b"
+        await kube.replace(lease)
+        lease["spec"]["holderIdentity"] = "c"  # stale resourceVersion
+        with pytest.raises(ConflictError):
+            await kube.replace(lease)
+        with pytest.raises(NotFoundError):
+            await kube.patch(LEASES, "nope", namespace, [{"op": "add", "path": "/x", "value": 1}])
+
+
+@sync
+async def test_informer_follows_changes_and_relists(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    creds = load_kubeconfig(control_plane.kubeconfig)
+    changes: list[tuple[str | None, str | None]] = []
+    relists = 0
+
+    def on_change(old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        changes.append(((old or {}).get("data", {}).get("v"), (new or {}).get("data", {}).get("v")))
+
+    def on_relist() -> None:
+        nonlocal relists
+        relists += 1
+
+    async with Kube(creds, field_manager="kaito-test") as kube:
+        inf = Informer(
+            kube,
+            CONFIGMAPS,
+            namespace=namespace,
+            label_selector="app=t",
+            relist_interval_s=2,
+            on_change=on_change,
+            on_relist=on_relist,
+        )
+        task = asyncio.ensure_future(inf.run())
+        await asyncio.wait_for(inf.synced.wait(), 10)
+        cm = _cm("w", namespace, {"v": "1"})
+        cm["metadata"]["labels"] = {"app": "t"}
+        await kube.apply(cm)
+        await kube.apply(_cm("ignored", namespace, {"v": "x"}))  # not selected
+        cm["data"] = {"v": "2"}
+        await kube.apply(cm)
+        await kube.apply(cm)  # no change: no callback
+        await kube.delete(CONFIGMAPS, "w", namespace)
+        for _ in range(100):
+            if (("2", None) in changes) and relists >= 2:
+                break
+            await asyncio.sleep(0.1)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert changes == [(None, "1"), ("1", "2"), ("2", None)]
+    assert relists >= 2
+    assert inf.store == {}
