@@ -124,6 +124,7 @@ def merge_adapters(model: Any, settings: Settings) -> list[str]:
 
 def load_model(settings: Settings) -> LoadedModel:
     """Load tokenizer and model as the settings say, merge adapters, compute the limits."""
+    log.info("loading the model: importing transformers")
     from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415 (slow import)
 
     started = time.monotonic()
