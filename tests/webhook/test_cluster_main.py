@@ -67,3 +67,17 @@ def test_out_of_cluster_mode_registers_and_deregisters(
     # without the webhook the placeholder is no longer refused at admission
     out = apply(cp, seed.FALCON_7B_ADAPTERS, namespace, "--dry-run=server")
     assert out.returncode == 0, out.stderr
+
+
+def test_the_in_cluster_webhook_manifest_is_accepted(control_plane: ControlPlane) -> None:
+    out = control_plane.kubectl(
+        "apply",
+        "--dry-run=server",
+        "-f",
+        str(ROOT / "manifests" / "webhook" / "webhook-configurations.yaml"),
+    )
+    assert (
+        "mutatingwebhookconfiguration.admissionregistration.k8s.io/kaito-workspace-webhook"
+        in out.stdout
+    )
+    assert "validatingwebhookconfiguration" in out.stdout
