@@ -1,0 +1,51 @@
+# kaito-py: one command sets up and runs the main job (`make demo`), one runs the tests (`make test`).
+# Every target sets up what it needs itself: a virtualenv in $(VENV) with the pinned packages of
+# requirements.lock, and the Kubernetes binaries built from Go modules into the cache
+# (`$$KAITO_TEST_BIN_DIR`, default ~/.cache/kaito-py/bin).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+UV     := $(VENV)/bin/uv
+PYTEST_ARGS ?=
+
+.PHONY: setup binaries test lint unit demo cluster lock clean clean-cache
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(UV) || $(PY) -m pip install --quiet --disable-pip-version-check uv
+	$(UV) pip install --python $(PY) -r requirements.lock
+	@touch $@
+
+binaries: setup
+	$(PY) -m tests.cluster.binaries ensure >/dev/null
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+test: setup binaries lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: setup
+	$(PY) -m pytest -m "not cluster" $(PYTEST_ARGS)
+
+demo: setup binaries
+	$(PY) -m tests.cluster up --exit
+
+cluster: setup binaries
+	$(PY) -m tests.cluster up
+
+lock:
+	$(UV) pip compile pyproject.toml --extra runtime --extra vllm --extra dev -p 3.11 -o requirements.lock
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+clean-cache:
+	$(PY) -m tests.cluster.binaries clean
+	rm -rf $${XDG_CACHE_HOME:-$$HOME/.cache}/kaito-py/models

@@ -1,0 +1,567 @@
+"""The Workspace (``kaito.sh/v1alpha1``): constants and typed, frozen views of the object.
+
+The object keeps the seed's shape: ``resource``, ``inference`` and ``status`` at the top level,
+no ``spec``. ``Workspace.from_dict`` reads a plain dict (as returned by the Kubernetes API or
+``yaml.safe_load``) and raises ``WorkspaceParseError`` naming the path of the first value of
+the wrong type; run ``api.validation.schema_errors`` first to get every shape error at once.
+``to_dict`` writes the same dict back (absent optional fields stay absent).
+
+The shape is declared once, in ``api.schema``; ``tests/api/test_schema_drift.py`` fails when
+these dataclasses and the schema disagree (every dataclass field's camelCase name must be a
+schema property and vice versa).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Any
+
+from api.errors import StrengthError, WorkspaceParseError
+
+GROUP = "kaito.sh"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "Workspace"
+LIST_KIND = "WorkspaceList"
+PLURAL = "workspaces"
+SINGULAR = "workspace"
+SHORT_NAMES = ("wk", "wks")
+CATEGORIES = ("kaito",)
+
+RUNTIME_ANNOTATION = "kaito.sh/runtime"
+"""Annotation choosing the inference runtime; values are ``Runtime`` members."""
+
+DEFAULT_ADAPTER_STRENGTH = "1.0"
+MAX_ADAPTERS_LIMIT = 64
+"""Hard ceiling of ``inference.adapters`` in the schema; admins may configure less (default 10)."""
+
+
+class Runtime(StrEnum):
+    """Values of the ``kaito.sh/runtime`` annotation."""
+
+    VLLM = "vllm"
+    TRANSFORMERS = "transformers"
+
+
+class ConditionType(StrEnum):
+    """``status.conditions[].type`` values written by the reconciler."""
+
+    RESOURCE_READY = "ResourceReady"
+    INFERENCE_READY = "InferenceReady"
+    WORKSPACE_SUCCEEDED = "WorkspaceSucceeded"
+
+
+class AccessMode(StrEnum):
+    """``inference.preset.accessMode``: where the model image comes from."""
+
+    PUBLIC = "public"
+    PRIVATE = "private"
+
+
+class SelectorOperator(StrEnum):
+    """``resource.labelSelector.matchExpressions[].operator`` values (as in metav1)."""
+
+    IN = "In"
+    NOT_IN = "NotIn"
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
+
+
+# ----------------------------------------------------------------------------- strength
+
+_STRENGTH = re.compile(r"^(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)$")
+
+
+def parse_strength(
+    text: object, *, low: Decimal = Decimal(0), high: Decimal = Decimal(1)
+) -> Decimal:
+    """Parse an adapter strength such as ``"0.2"`` into a ``Decimal`` within ``[low, high]``.
+
+    Only plain decimals are accepted (``"1"``, ``"1.0"``, ``"0.25"``, ``".5"``): no sign, exponent,
+    ``NaN`` or ``inf``. Raises ``StrengthError`` with the bad value and the fix.
+    """
+    if not isinstance(text, str):
+        raise StrengthError(
+            f'strength {text!r} must be a string holding a decimal, e.g. "0.2" (quote it in YAML)'
+        )
+    if not _STRENGTH.match(text):
+        raise StrengthError(
+            f"strength {text!r} is not a decimal number; write a value from {low} to {high} "
+            'such as "0.2" or "1.0"'
+        )
+    try:
+        value = Decimal(text)
+    except InvalidOperation as exc:  # pragma: no cover - the regex admits only decimals
+        raise StrengthError(f"strength {text!r} is not a decimal number") from exc
+    if not low <= value <= high:
+        raise StrengthError(f"strength {text!r} is out of range; use a value from {low} to {high}")
+    return value
+
+
+def strength_float(text: object) -> float:
+    """``parse_strength`` as a float, for runtimes that multiply weights."""
+    return float(parse_strength(text))
+
+
+# ----------------------------------------------------------------------------- readers
+
+
+def _obj(value: Any, path: str, *, required: bool = False) -> Mapping[str, Any] | None:
+    if value is None:
+        if required:
+            raise WorkspaceParseError(path, "required object is missing")
+        return None
+    if not isinstance(value, Mapping):
+        raise WorkspaceParseError(path, f"must be an object, not {type(value).__name__}")
+    return value
+
+
+def _str(value: Any, path: str, *, required: bool = False) -> str | None:
+    if value is None:
+        if required:
+            raise WorkspaceParseError(path, "required string is missing")
+        return None
+    if not isinstance(value, str):
+        raise WorkspaceParseError(path, f"must be a string, not {type(value).__name__}")
+    return value
+
+
+def _req_str(value: Any, path: str) -> str:
+    s = _str(value, path, required=True)
+    if s is None:  # pragma: no cover - _str raised already
+        raise WorkspaceParseError(path, "required string is missing")
+    return s
+
+
+def _req_obj(value: Any, path: str) -> Mapping[str, Any]:
+    o = _obj(value, path, required=True)
+    if o is None:  # pragma: no cover - _obj raised already
+        raise WorkspaceParseError(path, "required object is missing")
+    return o
+
+
+def _int(value: Any, path: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise WorkspaceParseError(path, f"must be an integer, not {type(value).__name__}")
+    return value
+
+
+def _list(value: Any, path: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise WorkspaceParseError(path, f"must be a list, not {type(value).__name__}")
+    return value
+
+
+def _strs(value: Any, path: str) -> tuple[str, ...]:
+    out: list[str] = []
+    for i, item in enumerate(_list(value, path)):
+        s = _req_str(item, f"{path}[{i}]")
+        out.append(s)
+    return tuple(out)
+
+
+def _str_map(value: Any, path: str) -> dict[str, str]:
+    obj = _obj(value, path) or {}
+    out: dict[str, str] = {}
+    for k, v in obj.items():
+        s = _req_str(v, f"{path}.{k}")
+        out[str(k)] = s
+    return out
+
+
+def _put(out: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``key`` unless ``value`` is absent (None or an empty list/tuple/dict)."""
+    if value is None or (isinstance(value, list | tuple | dict) and not value):
+        return
+    out[key] = value
+
+
+# ----------------------------------------------------------------------------- resource
+
+
+@dataclass(frozen=True)
+class LabelSelectorRequirement:
+    key: str
+    operator: str
+    values: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, Any], path: str) -> LabelSelectorRequirement:
+        key = _req_str(obj.get("key"), f"{path}.key")
+        operator = _req_str(obj.get("operator"), f"{path}.operator")
+        return cls(key=key, operator=operator, values=_strs(obj.get("values"), f"{path}.values"))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"key": self.key, "operator": self.operator}
+        _put(out, "values", list(self.values))
+        return out
+
+
+@dataclass(frozen=True)
+class LabelSelector:
+    match_labels: Mapping[str, str] = field(default_factory=dict)
+    match_expressions: tuple[LabelSelectorRequirement, ...] = ()
+
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, Any], path: str) -> LabelSelector:
+        exprs = []
+        for i, item in enumerate(_list(obj.get("matchExpressions"), f"{path}.matchExpressions")):
+            p = f"{path}.matchExpressions[{i}]"
+            o = _req_obj(item, p)
+            exprs.append(LabelSelectorRequirement.from_dict(o, p))
+        return cls(
+            match_labels=_str_map(obj.get("matchLabels"), f"{path}.matchLabels"),
+            match_expressions=tuple(exprs),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        _put(out, "matchLabels", dict(self.match_labels))
+        _put(out, "matchExpressions", [e.to_dict() for e in self.match_expressions])
+        return out
+
+
+@dataclass(frozen=True)
+class ResourceSpec:
+    """Where the workload runs: a GPU instance type, or prepared (preferred) nodes."""
+
+    instance_type: str | None = None
+    label_selector: LabelSelector | None = None
+    preferred_nodes: tuple[str, ...] = ()
+    count: int | None = None
+
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, Any], path: str = "resource") -> ResourceSpec:
+        sel = _obj(obj.get("labelSelector"), f"{path}.labelSelector")
+        return cls(
+            instance_type=_str(obj.get("instanceType"), f"{path}.instanceType"),
+            label_selector=None
+            if sel is None
+            else LabelSelector.from_dict(sel, f"{path}.labelSelector"),
+            preferred_nodes=_strs(obj.get("preferredNodes"), f"{path}.preferredNodes"),
+            count=_int(obj.get("count"), f"{path}.count"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        _put(out, "count", self.count)
+        _put(out, "instanceType", self.instance_type)
+        if self.label_selector is not None:
+            out["labelSelector"] = self.label_selector.to_dict()
+        _put(out, "preferredNodes", list(self.preferred_nodes))
+        return out
+
+
+# ----------------------------------------------------------------------------- inference
+
+
+@dataclass(frozen=True)
+class PresetOptions:
+    image: str | None = None
+    image_pull_secrets: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, Any], path: str) -> PresetOptions:
+        return cls(
+            image=_str(obj.get("image"), f"{path}.image"),
+            image_pull_secrets=_strs(obj.get("imagePullSecrets"), f"{path}.imagePullSecrets"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        _put(out, "image", self.image)
+        _put(out, "imagePullSecrets", list(self.image_pull_secrets))
+        return out
+
+
+@dataclass(frozen=True)
+class PresetSpec:
+    """A catalog model by name; ``accessMode: private`` plus ``presetOptions.image`` for a
+    private copy of the model image."""
+
+    name: str
+    access_mode: str | None = None
+    preset_options: PresetOptions = field(default_factory=PresetOptions)
+
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, Any], path: str) -> PresetSpec:
+        name = _req_str(obj.get("name"), f"{path}.name")
+        opts = _obj(obj.get("presetOptions"), f"{path}.presetOptions")
+        return cls(
+            name=name,
+            access_mode=_str(obj.get("accessMode"), f"{path}.accessMode"),
+            preset_options=PresetOptions()
+            if opts is None
+            else PresetOptions.from_dict(opts, f"{path}.presetOptions"),
+        )
+
+    @property
+    def private_image(self) -> str | None:
+        return self.preset_options.image
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name}
+        _put(out, "accessMode", self.access_mode)
+        _put(out, "presetOptions", self.preset_options.to_dict())
+        return out
+
+
+@dataclass(frozen=True)
+class AdapterSource:
+    name: str
+    image: str | None = None
+    image_pull_secrets: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, Any], path: str) -> AdapterSource:
+        name = _req_str(obj.get("name"), f"{path}.name")
+        return cls(
+            name=name,
+            image=_str(obj.get("image"), f"{path}.image"),
+            image_pull_secrets=_strs(obj.get("imagePullSecrets"), f"{path}.imagePullSecrets"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name}
+        _put(out, "image", self.image)
+        _put(out, "imagePullSecrets", list(self.image_pull_secrets))
+        return out
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """A LoRA adapter from an image (files under ``/data``), merged at ``strength``."""
+
+    source: AdapterSource
+    strength: str | None = None
+
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, Any], path: str) -> AdapterSpec:
+        src = _req_obj(obj.get("source"), f"{path}.source")
+        return cls(
+            source=AdapterSource.from_dict(src, f"{path}.source"),
+            strength=_str(obj.get("strength"), f"{path}.strength"),
+        )
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    def strength_value(self) -> Decimal:
+        """The strength as a Decimal (``"1.0"`` when absent); raises ``StrengthError``."""
+        return parse_strength(DEFAULT_ADAPTER_STRENGTH if self.strength is None else self.strength)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"source": self.source.to_dict()}
+        _put(out, "strength", self.strength)
+        return out
+
+
+@dataclass(frozen=True)
+class InferenceSpec:
+    """Exactly one of ``preset`` or ``template`` (a PodTemplateSpec, kept as a plain dict)."""
+
+    preset: PresetSpec | None = None
+    template: Mapping[str, Any] | None = None
+    adapters: tuple[AdapterSpec, ...] = ()
+
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, Any], path: str = "inference") -> InferenceSpec:
+        preset = _obj(obj.get("preset"), f"{path}.preset")
+        template = _obj(obj.get("template"), f"{path}.template")
+        adapters = []
+        for i, item in enumerate(_list(obj.get("adapters"), f"{path}.adapters")):
+            p = f"{path}.adapters[{i}]"
+            o = _req_obj(item, p)
+            adapters.append(AdapterSpec.from_dict(o, p))
+        return cls(
+            preset=None if preset is None else PresetSpec.from_dict(preset, f"{path}.preset"),
+            template=None if template is None else dict(template),
+            adapters=tuple(adapters),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.preset is not None:
+            out["preset"] = self.preset.to_dict()
+        if self.template is not None:
+            out["template"] = dict(self.template)
+        _put(out, "adapters", [a.to_dict() for a in self.adapters])
+        return out
+
+
+# ----------------------------------------------------------------------------- status
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A ``metav1.Condition``."""
+
+    type: str
+    status: str
+    reason: str
+    message: str
+    last_transition_time: str
+    observed_generation: int | None = None
+
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, Any], path: str) -> Condition:
+        def req(key: str) -> str:
+            return _req_str(obj.get(key), f"{path}.{key}")
+
+        return cls(
+            type=req("type"),
+            status=req("status"),
+            reason=_str(obj.get("reason"), f"{path}.reason") or "",
+            message=_str(obj.get("message"), f"{path}.message") or "",
+            last_transition_time=req("lastTransitionTime"),
+            observed_generation=_int(obj.get("observedGeneration"), f"{path}.observedGeneration"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "type": self.type,
+            "status": self.status,
+            "reason": self.reason,
+            "message": self.message,
+            "lastTransitionTime": self.last_transition_time,
+        }
+        _put(out, "observedGeneration", self.observed_generation)
+        return out
+
+
+@dataclass(frozen=True)
+class WorkspaceStatus:
+    worker_nodes: tuple[str, ...] = ()
+    conditions: tuple[Condition, ...] = ()
+
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, Any], path: str = "status") -> WorkspaceStatus:
+        conds = []
+        for i, item in enumerate(_list(obj.get("conditions"), f"{path}.conditions")):
+            p = f"{path}.conditions[{i}]"
+            o = _req_obj(item, p)
+            conds.append(Condition.from_dict(o, p))
+        return cls(
+            worker_nodes=_strs(obj.get("workerNodes"), f"{path}.workerNodes"),
+            conditions=tuple(conds),
+        )
+
+    def condition(self, type_: str) -> Condition | None:
+        """The condition of this type, if reported."""
+        return next((c for c in self.conditions if c.type == type_), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        _put(out, "workerNodes", list(self.worker_nodes))
+        _put(out, "conditions", [c.to_dict() for c in self.conditions])
+        return out
+
+
+# ----------------------------------------------------------------------------- object
+
+
+@dataclass(frozen=True)
+class ObjectMeta:
+    """The parts of ``metadata`` the project reads. Not part of the CRD schema."""
+
+    name: str = ""
+    namespace: str = ""
+    uid: str = ""
+    generation: int | None = None
+    resource_version: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, Any], path: str = "metadata") -> ObjectMeta:
+        return cls(
+            name=_str(obj.get("name"), f"{path}.name") or "",
+            namespace=_str(obj.get("namespace"), f"{path}.namespace") or "",
+            uid=_str(obj.get("uid"), f"{path}.uid") or "",
+            generation=_int(obj.get("generation"), f"{path}.generation"),
+            resource_version=_str(obj.get("resourceVersion"), f"{path}.resourceVersion") or "",
+            labels=_str_map(obj.get("labels"), f"{path}.labels"),
+            annotations=_str_map(obj.get("annotations"), f"{path}.annotations"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        _put(out, "name", self.name or None)
+        _put(out, "namespace", self.namespace or None)
+        _put(out, "uid", self.uid or None)
+        _put(out, "generation", self.generation)
+        _put(out, "resourceVersion", self.resource_version or None)
+        _put(out, "labels", dict(self.labels))
+        _put(out, "annotations", dict(self.annotations))
+        return out
+
+
+@dataclass(frozen=True)
+class Workspace:
+    metadata: ObjectMeta = field(default_factory=ObjectMeta)
+    resource: ResourceSpec = field(default_factory=ResourceSpec)
+    inference: InferenceSpec | None = None
+    status: WorkspaceStatus = field(default_factory=WorkspaceStatus)
+
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, Any]) -> Workspace:
+        """Read a Workspace from a plain dict; raises ``WorkspaceParseError`` with the path."""
+        if not isinstance(obj, Mapping):
+            raise WorkspaceParseError(
+                "", f"a Workspace must be an object, not {type(obj).__name__}"
+            )
+        meta = _obj(obj.get("metadata"), "metadata")
+        resource = _obj(obj.get("resource"), "resource")
+        inference = _obj(obj.get("inference"), "inference")
+        status = _obj(obj.get("status"), "status")
+        return cls(
+            metadata=ObjectMeta() if meta is None else ObjectMeta.from_dict(meta),
+            resource=ResourceSpec() if resource is None else ResourceSpec.from_dict(resource),
+            inference=None if inference is None else InferenceSpec.from_dict(inference),
+            status=WorkspaceStatus() if status is None else WorkspaceStatus.from_dict(status),
+        )
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+    @property
+    def runtime_annotation(self) -> str | None:
+        """The raw ``kaito.sh/runtime`` annotation (``None`` when absent)."""
+        return self.metadata.annotations.get(RUNTIME_ANNOTATION)
+
+    def runtime(self, default: Runtime = Runtime.VLLM) -> Runtime:
+        """The runtime to use: the annotation when it is valid, otherwise ``default``."""
+        value = self.runtime_annotation
+        try:
+            return Runtime(value) if value is not None else default
+        except ValueError:
+            return default
+
+    @property
+    def preset_name(self) -> str | None:
+        if self.inference is None or self.inference.preset is None:
+            return None
+        return self.inference.preset.name
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"apiVersion": API_VERSION, "kind": KIND}
+        _put(out, "metadata", self.metadata.to_dict())
+        out["resource"] = self.resource.to_dict()
+        if self.inference is not None:
+            out["inference"] = self.inference.to_dict()
+        _put(out, "status", self.status.to_dict())
+        return out

@@ -1,0 +1,144 @@
+"""Run the local test control plane in the foreground, for people.
+
+    python -m tests.cluster up [--nodes 2] [--instance-type Standard_NC12s_v3] [--gpus 2]
+                               [--label apps=falcon-7b] [--workdir DIR] [--exit]
+
+Starts etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KWOK on 127.0.0.1,
+creates fake GPU nodes, prints the kubeconfig and the ``export KUBECONFIG=...`` line and
+``kubectl get nodes`` with their GPUs, then waits until Ctrl-C (or exits at once with ``--exit``)
+and stops everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import binaries as bins
+from .harness import ControlPlane, HarnessError
+from .nodes import create_fake_gpu_node, wait_node_ready
+
+GPU_COLUMNS = (
+    "NAME:.metadata.name,"
+    "INSTANCE-TYPE:.metadata.labels.node\\.kubernetes\\.io/instance-type,"
+    "GPU:.status.allocatable.nvidia\\.com/gpu,"
+    "GPU-PRODUCT:.metadata.labels.nvidia\\.com/gpu\\.product,"
+    "READY:.status.conditions[?(@.type=='Ready')].status"
+)
+
+
+def say(msg: str) -> None:
+    print(f"==> {msg}", flush=True)
+
+
+def parse_labels(items: Sequence[str]) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--label {item!r}: expected KEY=VALUE, for example apps=falcon-7b")
+        labels[key] = value
+    return labels
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.cluster",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("command", choices=["up"])
+    parser.add_argument("--nodes", type=int, default=2, help="fake GPU nodes to create (default 2)")
+    parser.add_argument(
+        "--instance-type",
+        default="Standard_NC12s_v3",
+        help="instance type label of the fake nodes (default Standard_NC12s_v3)",
+    )
+    parser.add_argument("--gpus", type=int, default=2, help="nvidia.com/gpu per node (default 2)")
+    parser.add_argument("--gpu-product", default="Tesla-V100-PCIE-16GB")
+    parser.add_argument("--gpu-memory-mib", type=int, default=16384)
+    parser.add_argument(
+        "--label",
+        action="append",
+        default=["apps=falcon-7b"],
+        help="KEY=VALUE label for the nodes (repeatable; default apps=falcon-7b)",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="directory for certificates, kubeconfig, data and logs "
+        "(default: a new temporary directory, removed on exit)",
+    )
+    parser.add_argument(
+        "--exit",
+        action="store_true",
+        help="stop right after showing the nodes instead of waiting for Ctrl-C",
+    )
+    args = parser.parse_args(argv)
+
+    # SIGTERM unwinds like Ctrl-C so the finally below stops everything.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    say(f"binaries (cache: {bins.cache_dir()})")
+    try:
+        b = bins.ensure()
+    except bins.BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+    cp = ControlPlane(workdir=args.workdir, binaries=b)
+    try:
+        say("starting etcd and kube-apiserver")
+        t0 = time.monotonic()
+        cp.start()
+        say(f"apiserver ready at {cp.server} in {time.monotonic() - t0:.1f}s")
+        say("starting kube-controller-manager, kube-scheduler and KWOK")
+        cp.start_controllers()
+        cp.start_kwok()
+        labels = parse_labels(args.label)
+        for i in range(args.nodes):
+            name = f"gpu-node-{i}"
+            say(f"creating fake GPU node {name} ({args.instance_type}, {args.gpus} GPU)")
+            create_fake_gpu_node(
+                cp,
+                name,
+                args.instance_type,
+                gpus=args.gpus,
+                gpu_product=args.gpu_product,
+                gpu_memory_mib=args.gpu_memory_mib,
+                labels=labels,
+            )
+        for i in range(args.nodes):
+            wait_node_ready(cp, f"gpu-node-{i}")
+        say(f"control plane up in {time.monotonic() - t0:.1f}s")
+        print(f"\nkubeconfig: {cp.kubeconfig}")
+        print(f"export KUBECONFIG={cp.kubeconfig}")
+        print(f"kubectl:    {b.kubectl}\n")
+        print(cp.kubectl("get", "nodes", "-o", f"custom-columns={GPU_COLUMNS}").stdout)
+        if not args.exit:
+            say("running; press Ctrl-C to stop")
+            while all(p.alive() for p in cp.procs):
+                time.sleep(1)
+            dead = [p for p in cp.procs if not p.alive()]
+            for p in dead:
+                print(f"error: {p.name} exited:\n{p.tail()}", file=sys.stderr)
+            return 1
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print()
+    finally:
+        say("stopping every process")
+        cp.stop()
+        say("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,416 @@
+"""A real Kubernetes control plane on 127.0.0.1, for tests and for people.
+
+``ControlPlane`` starts etcd and kube-apiserver in a temporary directory with their own
+certificates (a CA, an admin client-certificate kubeconfig, a service-account signing key) on
+free loopback ports and waits until the apiserver is ready. On request it also starts
+kube-controller-manager and kube-scheduler (Deployments get Pods, Pods get scheduled) and KWOK
+(nodes annotated ``kwok.x-k8s.io/node=fake`` become Ready and their Pods Running).
+
+Every process is started in its own process group with a parent-death signal, so it dies with
+the test run even when that run is killed; ``stop()`` (also run at interpreter exit) terminates
+what is left and removes the temporary directory.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import binaries as bins
+from . import pki
+
+ANNOTATION_FAKE_NODE = "kwok.x-k8s.io/node"
+
+
+class HarnessError(RuntimeError):
+    """The control plane could not start; the message carries the failing process's log tail."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.popen.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(timeout)
+
+
+@dataclass
+class ControlPlane:
+    """One local control plane. Use as a context manager or call ``start()``/``stop()``."""
+
+    workdir: Path | None = None
+    keep_workdir: bool = False
+    binaries: bins.Binaries | None = None
+    procs: list[Proc] = field(default_factory=list)
+    server: str = ""
+    _own_workdir: bool = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> ControlPlane:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def dir(self) -> Path:
+        assert self.workdir is not None, "start() first"
+        return self.workdir
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.dir / "admin.kubeconfig"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.dir / "pki" / "ca.crt"
+
+    def start(self) -> None:
+        self.binaries = self.binaries or bins.ensure()
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="kaito-cluster-"))
+            self._own_workdir = True
+        atexit.register(self.stop)
+        try:
+            self._write_pki()
+            self._start_etcd()
+            self._start_apiserver()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            p.stop()
+        self.procs.clear()
+        if self._own_workdir and not self.keep_workdir and self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        with contextlib.suppress(Exception):
+            atexit.unregister(self.stop)
+
+    # ------------------------------------------------------------------ processes
+
+    def _spawn(self, name: str, argv: Sequence[str]) -> Proc:
+        log = self.dir / "logs" / f"{name}.log"
+        log.parent.mkdir(exist_ok=True)
+        with open(log, "ab") as fh:
+            popen = subprocess.Popen(
+                list(argv),
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.dir,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only a prctl call
+            )
+        proc = Proc(name, popen, log)
+        self.procs.append(proc)
+        return proc
+
+    def _wait(self, proc: Proc, ready: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not proc.alive():
+                raise HarnessError(
+                    f"{proc.name} exited with {proc.popen.returncode}:\n{proc.tail()}"
+                )
+            if ready():
+                return
+            time.sleep(0.2)
+        raise HarnessError(f"{proc.name} not ready after {timeout:.0f}s:\n{proc.tail()}")
+
+    def _write_pki(self) -> None:
+        d = self.dir / "pki"
+        d.mkdir(parents=True, exist_ok=True)
+        ca, ca_key, ca_cert = pki.make_ca()
+        pki.write(d / "ca.crt", ca.cert_pem)
+        pki.write(d / "ca.key", ca.key_pem, private=True)
+        serving = pki.issue(
+            ca_key,
+            ca_cert,
+            "kube-apiserver",
+            server=True,
+            dns=(
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ),
+            ips=("127.0.0.1", "10.96.0.1"),
+        )
+        pki.write(d / "apiserver.crt", serving.cert_pem)
+        pki.write(d / "apiserver.key", serving.key_pem, private=True)
+        admin = pki.issue(ca_key, ca_cert, "kaito-admin", org="system:masters", client=True)
+        pki.write(d / "admin.crt", admin.cert_pem)
+        pki.write(d / "admin.key", admin.key_pem, private=True)
+        sa_key, sa_pub = pki.service_account_keys()
+        pki.write(d / "sa.key", sa_key, private=True)
+        pki.write(d / "sa.pub", sa_pub)
+
+    def _start_etcd(self) -> None:
+        assert self.binaries is not None
+        client, peer = free_port(), free_port()
+        self.etcd_url = f"http://127.0.0.1:{client}"
+        proc = self._spawn(
+            "etcd",
+            [
+                str(self.binaries.etcd),
+                "--name=default",
+                f"--data-dir={self.dir / 'etcd'}",
+                f"--listen-client-urls={self.etcd_url}",
+                f"--advertise-client-urls={self.etcd_url}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-cluster=default=http://127.0.0.1:{peer}",
+                "--unsafe-no-fsync=true",
+                "--log-level=warn",
+            ],
+        )
+
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(f"{self.etcd_url}/health", timeout=2) as r:
+                    return bool(json.loads(r.read()).get("health") == "true")
+            except (OSError, ValueError):
+                return False
+
+        self._wait(proc, healthy, 60)
+
+    def _ssl(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.ca_file))
+        ctx.load_cert_chain(self.dir / "pki" / "admin.crt", self.dir / "pki" / "admin.key")
+        return ctx
+
+    def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+        """GET a path on the apiserver as the admin; returns (status, body)."""
+        try:
+            with urllib.request.urlopen(
+                f"{self.server}{path}", timeout=timeout, context=self._ssl()
+            ) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def _start_apiserver(self) -> None:
+        assert self.binaries is not None
+        port = free_port()
+        self.server = f"https://127.0.0.1:{port}"
+        d = self.dir / "pki"
+        proc = self._spawn(
+            "kube-apiserver",
+            [
+                str(self.binaries.kube_apiserver),
+                f"--etcd-servers={self.etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={port}",
+                f"--tls-cert-file={d / 'apiserver.crt'}",
+                f"--tls-private-key-file={d / 'apiserver.key'}",
+                f"--client-ca-file={d / 'ca.crt'}",
+                f"--service-account-key-file={d / 'sa.pub'}",
+                f"--service-account-signing-key-file={d / 'sa.key'}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                "--api-audiences=https://kubernetes.default.svc.cluster.local",
+                "--service-cluster-ip-range=10.96.0.0/16",
+                "--authorization-mode=Node,RBAC",
+                "--allow-privileged=true",
+                f"--cert-dir={self.dir / 'apiserver-certs'}",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
+        self._write_kubeconfig()
+
+        def ready() -> bool:
+            try:
+                status, _ = self.get("/readyz", timeout=2)
+            except OSError:
+                return False
+            return status == 200
+
+        self._wait(proc, ready, 120)
+        # RBAC bootstrap finishes inside readyz; the default namespace appears shortly after.
+        self._wait(proc, lambda: self.get("/api/v1/namespaces/default")[0] == 200, 60)
+
+    def _write_kubeconfig(self) -> None:
+        d = self.dir / "pki"
+        cfg = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "kaito-test",
+                    "cluster": {"server": self.server, "certificate-authority": str(d / "ca.crt")},
+                }
+            ],
+            "users": [
+                {
+                    "name": "kaito-admin",
+                    "user": {
+                        "client-certificate": str(d / "admin.crt"),
+                        "client-key": str(d / "admin.key"),
+                    },
+                }
+            ],
+            "contexts": [
+                {"name": "kaito-test", "context": {"cluster": "kaito-test", "user": "kaito-admin"}}
+            ],
+            "current-context": "kaito-test",
+        }
+        self.kubeconfig.write_text(json.dumps(cfg, indent=2))
+        self.kubeconfig.chmod(0o600)
+
+    def start_controllers(self) -> None:
+        """kube-controller-manager and kube-scheduler against this apiserver."""
+        assert self.binaries is not None
+        kc = str(self.kubeconfig)
+        d = self.dir / "pki"
+        common = [
+            f"--kubeconfig={kc}",
+            f"--authentication-kubeconfig={kc}",
+            f"--authorization-kubeconfig={kc}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+        ]
+        cm = self._spawn(
+            "kube-controller-manager",
+            [
+                str(self.binaries.kube_controller_manager),
+                *common,
+                f"--secure-port={free_port()}",
+                f"--service-account-private-key-file={d / 'sa.key'}",
+                f"--root-ca-file={d / 'ca.crt'}",
+                f"--cluster-signing-cert-file={d / 'ca.crt'}",
+                f"--cluster-signing-key-file={d / 'ca.key'}",
+                "--use-service-account-credentials=false",
+                "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller",
+                "--concurrent-deployment-syncs=10",
+                "--concurrent-gc-syncs=20",
+                "--v=1",
+            ],
+        )
+        sched = self._spawn(
+            "kube-scheduler",
+            [str(self.binaries.kube_scheduler), *common, f"--secure-port={free_port()}", "--v=1"],
+        )
+        # Ready when the service-account controller has made "default" in kube-system.
+        self._wait(
+            cm,
+            lambda: self.get("/api/v1/namespaces/kube-system/serviceaccounts/default")[0] == 200,
+            90,
+        )
+        self._wait(sched, lambda: True, 1)
+
+    def start_kwok(self) -> None:
+        """KWOK managing nodes annotated ``kwok.x-k8s.io/node=fake``."""
+        assert self.binaries is not None
+        proc = self._spawn(
+            "kwok",
+            [
+                str(self.binaries.kwok),
+                f"--kubeconfig={self.kubeconfig}",
+                "--manage-all-nodes=false",
+                f"--manage-nodes-with-annotation-selector={ANNOTATION_FAKE_NODE}=fake",
+                "--cidr=10.244.0.0/16",
+                "--node-ip=127.0.0.1",
+                f"--server-address=127.0.0.1:{free_port()}",
+            ],
+        )
+        time.sleep(0.5)
+        if not proc.alive():
+            raise HarnessError(f"kwok exited with {proc.popen.returncode}:\n{proc.tail()}")
+
+    # ------------------------------------------------------------------ clients
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["KUBECONFIG"] = str(self.kubeconfig)
+        return env
+
+    def kubectl(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the cached kubectl against this cluster; raises with stderr when ``check``."""
+        assert self.binaries is not None
+        proc = subprocess.run(
+            [str(self.binaries.kubectl), f"--kubeconfig={self.kubeconfig}", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise subprocess.CalledProcessError(
+                proc.returncode, proc.args, proc.stdout, proc.stderr
+            )
+        return proc
+
+    def kubectl_json(self, *args: str) -> Any:
+        return json.loads(self.kubectl(*args, "-o", "json").stdout)
+
+    def api_client(self) -> Any:
+        """A ``kubernetes.client.ApiClient`` authenticated as the admin."""
+        from kubernetes import config
+
+        return config.new_client_from_config(config_file=str(self.kubeconfig))  # type: ignore[no-untyped-call]
+
+    def logs(self) -> dict[str, str]:
+        return {p.name: p.tail(200) for p in self.procs}

@@ -1,0 +1,91 @@
+"""Fake GPU nodes for KWOK: a Node object whose status reports ``nvidia.com/gpu``."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .harness import ControlPlane
+
+GPU_RESOURCE = "nvidia.com/gpu"
+LABEL_INSTANCE_TYPE = "node.kubernetes.io/instance-type"
+LABEL_GPU_PRODUCT = "nvidia.com/gpu.product"
+LABEL_GPU_COUNT = "nvidia.com/gpu.count"
+LABEL_GPU_MEMORY = "nvidia.com/gpu.memory"  # MiB per GPU, as NVIDIA GPU feature discovery labels it
+
+
+def fake_gpu_node(
+    name: str,
+    instance_type: str,
+    *,
+    gpus: int = 1,
+    gpu_product: str = "Tesla-V100-PCIE-16GB",
+    gpu_memory_mib: int = 16384,
+    labels: dict[str, str] | None = None,
+    taints: list[dict[str, str]] | None = None,
+    cpu: str = "32",
+    memory: str = "256Gi",
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The Node manifest (pure); KWOK manages it for its ``kwok.x-k8s.io/node`` annotation."""
+    node_labels = {
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "type": "kwok",
+        LABEL_INSTANCE_TYPE: instance_type,
+        LABEL_GPU_PRODUCT: gpu_product,
+        LABEL_GPU_COUNT: str(gpus),
+        LABEL_GPU_MEMORY: str(gpu_memory_mib),
+        **(labels or {}),
+    }
+    resources = {
+        "cpu": cpu,
+        "memory": memory,
+        "pods": "110",
+        "ephemeral-storage": "1Ti",
+        GPU_RESOURCE: str(gpus),
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": node_labels,
+            "annotations": {"kwok.x-k8s.io/node": "fake", **(annotations or {})},
+        },
+        "spec": {"taints": taints or []},
+        "status": {
+            "capacity": dict(resources),
+            "allocatable": dict(resources),
+            "nodeInfo": {
+                "architecture": "amd64",
+                "operatingSystem": "linux",
+                "kubeletVersion": "fake",
+            },
+        },
+    }
+
+
+def create_fake_gpu_node(
+    cp: ControlPlane, name: str, instance_type: str, **kw: Any
+) -> dict[str, Any]:
+    """Create the node with kubectl and return the manifest."""
+    manifest = fake_gpu_node(name, instance_type, **kw)
+    cp.kubectl("create", "-f", "-", input=json.dumps(manifest))
+    return manifest
+
+
+def wait_node_ready(cp: ControlPlane, name: str, timeout: float = 60) -> dict[str, Any]:
+    """Wait until KWOK reports the node Ready and return it."""
+    deadline = time.monotonic() + timeout
+    node: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        node = cp.kubectl_json("get", "node", name)
+        conds = {c["type"]: c["status"] for c in node.get("status", {}).get("conditions", [])}
+        if conds.get("Ready") == "True":
+            return node
+        time.sleep(0.3)
+    raise TimeoutError(f"node {name} not Ready after {timeout}s: {node.get('status')}")

@@ -1,0 +1,3 @@
+"""Shared pytest configuration: the cluster fixtures are available to every test package."""
+
+pytest_plugins = ["tests.cluster.fixtures"]

@@ -1,0 +1,47 @@
+"""Fixtures for the adapter library: the tiny Llama, a tiny GPT-2 and real PEFT adapters."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.tiny_adapters import build_tiny_gpt2, make_lora_adapter
+from tests.support.tiny_model import build_tiny_llama
+
+MakeAdapter = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def tiny_llama() -> Path:
+    return build_tiny_llama()
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_gpt2(tmp_path_factory.mktemp("gpt2") / "tiny-gpt2")
+
+
+@pytest.fixture(scope="session")
+def adapter_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A shared /mnt/adapter stand-in; adapters are made once per session, by name."""
+    return tmp_path_factory.mktemp("adapters")
+
+
+@pytest.fixture(scope="session")
+def make_adapter(adapter_root: Path, tiny_llama: Path) -> MakeAdapter:
+    """``make_adapter(name, base=None, **LoraConfig options)``: a saved PEFT adapter, cached."""
+    made: dict[str, str] = {}
+
+    def make(name: str, base: Path | None = None, **options: Any) -> Path:
+        key = json.dumps({"base": str(base), **options}, sort_keys=True, default=str)
+        if name in made:
+            assert made[name] == key, f"adapter {name} already made with other options"
+            return adapter_root / name
+        made[name] = key
+        return make_lora_adapter(base or tiny_llama, adapter_root / name, **options)
+
+    return make

@@ -1,0 +1,103 @@
+"""``python -m webhook``: settings → Kubernetes client → admin defaults → TLS → app → serve.
+
+Out-of-cluster (any kubeconfig, same code as in-cluster)::
+
+    KAITO_CERTS_NAMESPACE=default python -m webhook --kubeconfig ~/.kube/config \\
+        --host 127.0.0.1 --port 9443 --register
+
+keeps its CA and serving certificate (SANs include 127.0.0.1) in the Secret
+default/kaito-webhook-certs, registers Mutating/ValidatingWebhookConfigurations pointing at
+https://127.0.0.1:9443 with the CA bundle, keeps the bundle current on rotation, and deletes the
+configurations on exit (SIGINT/SIGTERM). With ``--tls-cert-file/--tls-key-file/--ca-file`` it
+serves those files instead (reloaded when they change).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+
+from webhook import registration
+from webhook.app import build_deps, create_app, start
+from webhook.config_watch import ApiConfigSource, ConfigSource, DirConfigSource
+from webhook.errors import KubeError, SettingsError, WebhookError
+from webhook.kube import Kube
+from webhook.serving_tls import tls_setup
+from webhook.settings import Settings, load_settings
+
+log = logging.getLogger("kaito.webhook")
+
+
+async def serve(settings: Settings, env: Mapping[str, str]) -> None:
+    kube = None if settings.no_kube else Kube.connect(settings.kubeconfig)
+    source: ConfigSource | None = None
+    if settings.config_dir is not None:
+        source = DirConfigSource(settings.config_dir)
+    elif kube is not None:
+        source = ApiConfigSource(kube, settings.config_namespace, settings.config_name)
+    deps = build_deps(settings, kube, source)
+    tls = await tls_setup(settings, deps.metrics, env)
+    runner, port = await start(create_app(deps), tls.context, settings.host, settings.port)
+    log.info("serving https://%s:%d", settings.host, port)
+    registered = False
+    fresh: asyncio.Task[None] | None = None
+    try:
+        if settings.register:
+            assert kube is not None
+            if tls.ca_pem is None:
+                raise SettingsError("--register needs the CA bundle (--ca-file)")
+            for obj in registration.url_configurations(
+                settings.webhook_name,
+                settings.register_host,
+                port,
+                tls.ca_pem,
+                timeout=settings.webhook_timeout_seconds,
+            ):
+                await kube.apply_webhook_configuration(obj)
+            registered = True
+            log.info("registered webhook configurations %s", settings.webhook_name)
+        fresh = asyncio.create_task(tls.keep_fresh())  # after registration: it injects caBundle
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        if fresh is not None:
+            fresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fresh
+        if registered and kube is not None:
+            with contextlib.suppress(KubeError):
+                await kube.delete_webhook_configurations(settings.webhook_name)
+                log.info("removed webhook configurations %s", settings.webhook_name)
+        await runner.cleanup()
+        tls.close()
+        if kube is not None:
+            kube.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = load_settings(argv)
+    except SettingsError as exc:
+        print(f"python -m webhook: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        asyncio.run(serve(settings, os.environ))
+    except WebhookError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

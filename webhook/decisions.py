@@ -1,0 +1,127 @@
+"""Admission decisions as pure functions of the request and the settings in force.
+
+``mutate(request, config)`` defaults a Workspace (``api.defaults.default``) and returns the JSON
+Patch diff; ``validate(request, context)`` runs ``api.validation`` and returns every problem.
+The HTTP layer (``webhook.app``) only parses, looks up the preferred nodes, calls these and maps
+the ``Decision`` onto an AdmissionReview response.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from api.config import AdminConfig
+from api.defaults import default
+from api.names import dns1123_subdomain
+from api.sizing import Fit, estimate, shape_of_sku
+from api.validation import (
+    FieldError,
+    ValidationContext,
+    preferred_node_names,
+    validate_create,
+    validate_update,
+)
+from api.workspace import Workspace
+from webhook.jsonpatch import Op, diff
+from webhook.review import AdmissionRequest
+
+DENIAL_CODE = 422
+DENIAL_REASON = "Invalid"
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    patch: list[Op] = field(default_factory=list)
+    errors: tuple[FieldError, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def message(self) -> str:
+        """What ``kubectl`` prints after "denied the request: "."""
+        if not self.errors:
+            return ""
+        if len(self.errors) == 1:
+            return str(self.errors[0])
+        lines = "\n".join(f"- {e}" for e in self.errors)
+        return f"{len(self.errors)} problems:\n{lines}"
+
+    @property
+    def reasons(self) -> list[str]:
+        """Distinct error reasons, for the denial metric."""
+        return sorted({e.reason for e in self.errors})
+
+
+ALLOW = Decision(allowed=True)
+
+
+def mutate(request: AdmissionRequest, config: AdminConfig) -> Decision:
+    """Defaults for a Workspace CREATE or UPDATE, as a JSON Patch."""
+    if not request.is_workspace or request.operation not in ("CREATE", "UPDATE"):
+        return ALLOW
+    obj: dict[str, Any] = request.object or {}
+    return Decision(allowed=True, patch=diff(obj, default(obj, config)))
+
+
+def nodes_to_look_up(request: AdmissionRequest) -> list[str]:
+    """Preferred nodes whose Node objects validation needs: all on create, the new ones on
+    update (nodes accepted before are not re-checked). Names that cannot be node names are
+    left to the syntax rule."""
+    if not request.is_workspace or request.operation not in ("CREATE", "UPDATE"):
+        return []
+    names = [n for n in preferred_node_names(request.object) if dns1123_subdomain(n) is None]
+    if request.operation == "UPDATE":
+        before = set(preferred_node_names(request.old_object))
+        names = [n for n in names if n not in before]
+    return names
+
+
+def _warnings(obj: dict[str, Any], ctx: ValidationContext) -> tuple[str, ...]:
+    ws = Workspace.from_dict(obj)
+    out: list[str] = []
+    preset = ctx.presets.get(ws.preset_name or "")
+    if preset is None:
+        return ()
+    spec = ws.inference.preset if ws.inference else None
+    if preset.gated and not (spec and spec.preset_options.image):
+        out.append(
+            f"{preset.name} is a gated Hugging Face model ({preset.hf_repo}): the runtime needs "
+            "an access token for it, or a private model image in presetOptions.image"
+        )
+    sku = ctx.skus.get(ws.resource.instance_type or "")
+    if sku is not None and not ws.resource.preferred_nodes:
+        fit = estimate(
+            preset,
+            shape_of_sku(sku),
+            ws.runtime(ctx.config.default_runtime),
+            allowance=ctx.allowance,
+        )
+        if isinstance(fit, Fit) and fit.max_model_len < preset.context_length:
+            out.append(
+                f"{preset.name} will serve at most {fit.max_model_len} tokens of context on "
+                f"{sku.name} (the model allows {preset.context_length}); choose a larger "
+                "instance type for the full context"
+            )
+    return tuple(out)
+
+
+def validate(request: AdmissionRequest, ctx: ValidationContext) -> Decision:
+    """Every problem with a Workspace CREATE or UPDATE (``ctx.nodes``: the looked-up nodes)."""
+    if not request.is_workspace or request.operation not in ("CREATE", "UPDATE"):
+        return ALLOW
+    obj = request.object or {}
+    metadata = obj.get("metadata")
+    if (
+        request.operation == "UPDATE"
+        and isinstance(metadata, dict)
+        and metadata.get("deletionTimestamp")
+    ):
+        return ALLOW  # never block an object on its way out (finalizer removal)
+    if request.operation == "CREATE":
+        errors = validate_create(obj, ctx)
+    else:
+        errors = validate_update(request.old_object or {}, obj, ctx)
+    if errors:
+        return Decision(allowed=False, errors=tuple(errors))
+    return Decision(allowed=True, warnings=_warnings(obj, ctx))

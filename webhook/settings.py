@@ -1,0 +1,205 @@
+"""The webhook's one settings object: every field has a description, a flag, an environment
+variable (``KAITO_WEBHOOK_<FIELD>``) and bounds. Flags win over the environment, which wins over
+the defaults. ``python -m webhook --help`` lists them all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from webhook.errors import SettingsError
+
+ENV_PREFIX = "KAITO_WEBHOOK_"
+
+
+def _m(
+    help: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    choices: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    return {"help": help, "low": low, "high": high, "choices": choices}
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = field(
+        default="0.0.0.0", metadata=_m("Address to listen on (127.0.0.1 for out-of-cluster runs).")
+    )
+    port: int = field(default=9443, metadata=_m("HTTPS port.", low=1, high=65535))
+    tls_cert_file: Path | None = field(
+        default=None,
+        metadata=_m(
+            "PEM serving certificate (chain); reloaded when the file changes. Unset: the "
+            "certificate manager keeps the CA and certificate in a Secret, rotates them and "
+            "writes the caBundle (configured by KAITO_CERTS_* variables)."
+        ),
+    )
+    tls_key_file: Path | None = field(
+        default=None, metadata=_m("PEM private key of the serving certificate.")
+    )
+    ca_file: Path | None = field(
+        default=None,
+        metadata=_m("PEM CA bundle that signed the serving certificate (the webhooks' caBundle)."),
+    )
+    tls_reload_seconds: float = field(
+        default=10.0,
+        metadata=_m(
+            "How often to check the certificate files for a rotation.", low=0.05, high=3600
+        ),
+    )
+    kubeconfig: Path | None = field(
+        default=None,
+        metadata=_m(
+            "Kubeconfig to reach the apiserver; unset: the in-cluster service account "
+            "(or no Kubernetes access with --no-kube)."
+        ),
+    )
+    no_kube: bool = field(
+        default=False,
+        metadata=_m(
+            "Run without Kubernetes access: no ConfigMap reload, no preferred-node checks."
+        ),
+    )
+    config_namespace: str = field(
+        default="kaito-system", metadata=_m("Namespace of the admin defaults ConfigMap.")
+    )
+    config_name: str = field(
+        default="kaito-config", metadata=_m("Name of the admin defaults ConfigMap.")
+    )
+    config_dir: Path | None = field(
+        default=None,
+        metadata=_m("Read the admin defaults from a mounted ConfigMap directory, not the API."),
+    )
+    config_poll_seconds: float = field(
+        default=5.0,
+        metadata=_m("How often to re-read the admin defaults.", low=0.05, high=3600),
+    )
+    max_body_bytes: int = field(
+        default=8 * 1024 * 1024,
+        metadata=_m(
+            "Largest AdmissionReview accepted; larger ones get HTTP 400.",
+            low=1024,
+            high=64 * 1024 * 1024,
+        ),
+    )
+    node_lookup_timeout_seconds: float = field(
+        default=3.0,
+        metadata=_m("Time allowed to read the preferred nodes from the API.", low=0.1, high=30),
+    )
+    register: bool = field(
+        default=False,
+        metadata=_m(
+            "Out-of-cluster mode: register the Mutating/ValidatingWebhookConfigurations by URL "
+            "(https://REGISTER_HOST:PORT) with the CA bundle, and remove them on exit."
+        ),
+    )
+    register_host: str = field(
+        default="127.0.0.1", metadata=_m("Host of the webhook URL written when registering.")
+    )
+    webhook_name: str = field(
+        default="kaito-workspace-webhook",
+        metadata=_m("Name of the webhook configurations written when registering."),
+    )
+    webhook_timeout_seconds: int = field(
+        default=5, metadata=_m("timeoutSeconds of the registered webhooks.", low=1, high=30)
+    )
+    log_level: str = field(
+        default="INFO", metadata=_m("Log level.", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    )
+
+    def check(self) -> Settings:
+        """Raise ``SettingsError`` naming every out-of-bounds value."""
+        problems = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            low, high, choices = f.metadata["low"], f.metadata["high"], f.metadata["choices"]
+            flag = "--" + f.name.replace("_", "-")
+            if low is not None and value < low:
+                problems.append(f"{flag}={value} is below {low}")
+            if high is not None and value > high:
+                problems.append(f"{flag}={value} is above {high}")
+            if choices is not None and value not in choices:
+                problems.append(f"{flag}={value} is not one of {', '.join(choices)}")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            problems.append("--tls-cert-file and --tls-key-file go together")
+        files = self.tls_cert_file is not None
+        if self.register and files and self.ca_file is None:
+            problems.append(
+                "--register with --tls-cert-file needs --ca-file (the caBundle written into the "
+                "webhooks)"
+            )
+        if self.register and self.no_kube:
+            problems.append("--register needs Kubernetes access; drop --no-kube")
+        if not files and self.no_kube:
+            problems.append(
+                "no serving certificate: pass --tls-cert-file/--tls-key-file, or drop --no-kube "
+                "to let the certificate manager keep one in a Secret (KAITO_CERTS_* settings)"
+            )
+        if problems:
+            raise SettingsError("; ".join(problems))
+        return self
+
+
+def _convert(f: dataclasses.Field[Any], text: str) -> Any:
+    kind = f.type
+    if kind in ("bool", bool):
+        low = text.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off", ""):
+            return False
+        raise SettingsError(f"{ENV_PREFIX}{f.name.upper()}={text!r} is not a boolean")
+    try:
+        if kind in ("int", int):
+            return int(text)
+        if kind in ("float", float):
+            return float(text)
+    except ValueError as exc:
+        raise SettingsError(f"{f.name}={text!r} is not a {kind}") from exc
+    if "Path" in str(kind):
+        return Path(text) if text else None
+    return text
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m webhook",
+        description=(
+            "KAITO Workspace admission webhook (HTTPS): /mutate, /validate, /healthz, /readyz, "
+            f"/metrics. Every flag can also be set as {ENV_PREFIX}<FLAG_NAME>."
+        ),
+    )
+    for f in dataclasses.fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        env = ENV_PREFIX + f.name.upper()
+        shown = "unset" if f.default is None else f.default
+        help_text = f"{f.metadata['help']} Default: {shown}. [env {env}]"
+        if f.type in ("bool", bool):
+            p.add_argument(flag, action="store_true", default=None, help=help_text)
+        else:
+            p.add_argument(flag, default=None, metavar=f.name.upper(), help=help_text)
+    return p
+
+
+def load_settings(
+    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Settings from flags, then the environment, then the defaults (checked)."""
+    env = os.environ if env is None else env
+    args = vars(parser().parse_args(argv))
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        raw = args.get(f.name)
+        if raw is not None:
+            values[f.name] = raw if isinstance(raw, bool) else _convert(f, raw)
+        elif ENV_PREFIX + f.name.upper() in env:
+            values[f.name] = _convert(f, env[ENV_PREFIX + f.name.upper()])
+    return Settings(**values).check()
