@@ -13,6 +13,7 @@ from typing import Any
 
 from api.config import AdminConfig
 from api.defaults import default
+from api.names import dns1123_subdomain
 from api.sizing import Fit, estimate, shape_of_sku
 from api.validation import (
     FieldError,
@@ -65,10 +66,11 @@ def mutate(request: AdmissionRequest, config: AdminConfig) -> Decision:
 
 def nodes_to_look_up(request: AdmissionRequest) -> list[str]:
     """Preferred nodes whose Node objects validation needs: all on create, the new ones on
-    update (nodes accepted before are not re-checked)."""
+    update (nodes accepted before are not re-checked). Names that cannot be node names are
+    left to the syntax rule."""
     if not request.is_workspace or request.operation not in ("CREATE", "UPDATE"):
         return []
-    names = preferred_node_names(request.object)
+    names = [n for n in preferred_node_names(request.object) if dns1123_subdomain(n) is None]
     if request.operation == "UPDATE":
         before = set(preferred_node_names(request.old_object))
         names = [n for n in names if n not in before]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import tempfile
 from pathlib import Path
 
 from webhook.metrics import Metrics
@@ -38,12 +39,22 @@ class FileCertReloader:
         return (c.st_mtime, c.st_size, k.st_mtime, k.st_size)
 
     def check(self) -> bool:
-        """Reload if the files changed; True when a new certificate was loaded."""
+        """Reload if the files changed; True when a new certificate was loaded.
+
+        The pair is copied to a private snapshot and checked on a scratch context first, so
+        a half-written rotation (a new certificate with the old key) never reaches the live
+        context: it is retried at the next check."""
         try:
             stamp = self._current()
             if stamp == self._stamp:
                 return False
-            self.ctx.load_cert_chain(str(self.cert_file), str(self.key_file))
+            with tempfile.TemporaryDirectory(prefix="kaito-tls-") as tmp:
+                cert, key = Path(tmp) / "tls.crt", Path(tmp) / "tls.key"
+                cert.write_bytes(self.cert_file.read_bytes())
+                key.write_bytes(self.key_file.read_bytes())
+                probe = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                probe.load_cert_chain(str(cert), str(key))
+                self.ctx.load_cert_chain(str(cert), str(key))
         except (OSError, ssl.SSLError) as exc:  # a half-written pair: try again next time
             log.warning("serving certificate not reloaded: %s", exc)
             if self.metrics:

@@ -81,7 +81,13 @@ RUNTIME = "metadata.annotations"
 TEMPLATE = {"spec": {"containers": [{"name": "main", "image": "registry.example.com/app:1"}]}}
 
 CASES: list[Case] = [
-    Case("no-inference", _del("inference"), "inference: is required", "schema", "inference"),
+    Case(
+        "no-inference",
+        _del("inference"),
+        "inference: is required",
+        "schema",
+        "inference: Required value",
+    ),
     Case("empty-inference", _set("inference", {}), "inference: sets neither preset nor template"),
     Case(
         "preset-and-template",
@@ -153,7 +159,7 @@ CASES: list[Case] = [
         _del("resource.labelSelector"),
         "resource.labelSelector: is required",
         "schema",
-        "labelSelector",
+        "resource.labelSelector: Required value",
     ),
     Case(
         "empty-match-labels",
@@ -180,7 +186,7 @@ CASES: list[Case] = [
         _set("resource.labelSelector.matchExpressions", [{"key": "zone", "operator": "Equals"}]),
         "must be one of In, NotIn, Exists, DoesNotExist",
         "schema",
-        "Unsupported value",
+        'resource.labelSelector.matchExpressions[0].operator: Unsupported value: "Equals"',
     ),
     Case(
         "seed-placeholder-image",
@@ -228,7 +234,7 @@ CASES: list[Case] = [
         _set("inference.adapters.0.strength", True),
         "inference.adapters[0].strength: must be of type string",
         "schema",
-        "strength",
+        ".inference.adapters[0].strength: expected string",
     ),
     Case(
         "too-many-adapters",
@@ -254,28 +260,28 @@ CASES: list[Case] = [
         _set("spec", {"resource": {}}),
         "spec: is not a field of a Workspace",
         "schema",
-        'unknown field "spec"',
+        ".spec: field not declared in schema",
     ),
     Case(
         "typo-in-resource",
         _set("resource.instancetype", "Standard_NC6s_v3"),
         "resource.instancetype: is not a field of a Workspace",
         "schema",
-        'unknown field "resource.instancetype"',
+        ".resource.instancetype: field not declared in schema",
     ),
     Case(
         "count-zero",
         _set("resource.count", 0),
         "resource.count: violates the schema (minimum 1)",
         "schema",
-        "greater than or equal to 1",
+        "resource.count in body should be greater than or equal to 1",
     ),
     Case(
         "count-string",
         _set("resource.count", "two"),
         "resource.count: must be of type integer",
         "schema",
-        "resource.count",
+        ".resource.count: expected numeric",
     ),
     Case(
         "name-not-dns1035",
@@ -297,14 +303,14 @@ CASES: list[Case] = [
         _set("inference.preset.accessMode", "secret"),
         "inference.preset.accessMode: must be one of public, private",
         "schema",
-        "Unsupported value",
+        'inference.preset.accessMode: Unsupported value: "secret"',
     ),
     Case(
         "preferred-node-listed-twice",
         _set("resource.preferredNodes", ["gpu-1", "gpu-1"]),
         "resource.preferredNodes[1]: is listed twice",
         "schema",
-        "Duplicate value",
+        '.resource.preferredNodes: duplicate entries for key [="gpu-1"]',
     ),
     Case(
         "preferred-node-bad-name",

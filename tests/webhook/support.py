@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -140,6 +141,9 @@ class RunningWebhook:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.port = 0
+        self.close_connections = False
+        """When set, every response closes its connection: the next request needs a new TLS
+        handshake (the apiserver otherwise keeps its connections for long)."""
         self.deps: Deps
         self.reloader: FileCertReloader
 
@@ -158,7 +162,17 @@ class RunningWebhook:
                 ctx, self.pki.cert_file, self.pki.key_file, self.deps.metrics
             )
             self.deps.background = (lambda: self.reloader.run(self.settings.tls_reload_seconds),)
-            runner, port = await start(create_app(self.deps), ctx, "127.0.0.1", 0)
+            app = create_app(self.deps)
+
+            @web.middleware
+            async def maybe_close(request: web.Request, handler: Any) -> web.StreamResponse:
+                response: web.StreamResponse = await handler(request)
+                if self.close_connections:
+                    response.force_close()
+                return response
+
+            app.middlewares.append(maybe_close)
+            runner, port = await start(app, ctx, "127.0.0.1", 0)
             return runner, port
 
         self.runner, self.port = self._run(boot())

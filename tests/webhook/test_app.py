@@ -208,3 +208,17 @@ def test_a_rotated_certificate_is_served_without_restart(tmp_path: Path) -> None
         assert served_serial() == new != first
         assert hook.metric("kaito_webhook_tls_reloads_total", {"result": "ok"}) >= 1
         assert hook.request("GET", "/healthz")[0] == 200
+
+
+def test_a_half_written_rotation_is_not_loaded(tmp_path: Path) -> None:
+    from webhook.tls import FileCertReloader
+
+    pki = make_pki(tmp_path)
+    ctx = server_context(pki.cert_file, pki.key_file)
+    reloader = FileCertReloader(ctx, pki.cert_file, pki.key_file)
+    cert, key = serving_pem(pki.ca_cert, pki.ca_key, cn="next")
+    pki.cert_file.write_bytes(cert)  # the key is not written yet
+    assert reloader.check() is False
+    pki.key_file.write_bytes(key)
+    assert reloader.check() is True
+    assert reloader.check() is False  # unchanged since

@@ -78,7 +78,7 @@ def test_warnings() -> None:
 
 def test_nodes_to_look_up() -> None:
     obj = default(seed.load(seed.FALCON_7B))
-    obj["resource"]["preferredNodes"] = ["a", "b"]
+    obj["resource"]["preferredNodes"] = ["a", "b", "Not_A_Node"]
     assert decisions.nodes_to_look_up(_req(obj)) == ["a", "b"]
     old = copy.deepcopy(obj)
     old["resource"]["preferredNodes"] = ["a"]

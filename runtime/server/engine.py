@@ -1,0 +1,616 @@
+"""The batching engine: one thread that runs every request's decode loop in shared batches.
+
+Continuous batching over ``transformers``' ``DynamicCache``: requests that arrive while a batch
+is running are prefilled together (left-padded) and merged into the running batch at the next
+step; finished, cancelled and disconnected rows leave it at once. Every row carries its own
+sampling parameters (``logits.BatchSampler``), so greedy and sampling requests, different
+temperatures or penalties, share the same forward passes.
+
+A row computes exactly what a lone ``model.generate`` computes for its prompt: left padding is
+masked out, position ids count each row's real tokens, and the logits processors are
+``generate``'s. Beam search (``BeamParams``) does not fit a one-token-per-row loop: such
+requests run as one ``model.generate`` call on a second worker thread, next to the batch.
+
+The engine knows nothing about HTTP. ``submit`` is thread-safe; results go to the caller's
+``sink`` (called on the engine thread, once per step per request, with a list of events).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from runtime.server.errors import OverloadedError
+from runtime.server.logits import BatchSampler, build_row_processors, run_row_processors
+from runtime.server.sampling import BeamParams, SamplingParams
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """Row ``index`` of a request produced ``token``."""
+
+    index: int
+    token: int
+
+
+@dataclass(frozen=True)
+class FinishEvent:
+    """Row ``index`` is done: ``reason`` is ``stop`` (EOS), ``length`` or ``abort``."""
+
+    index: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class ErrorEvent:
+    """Generation failed for the whole request."""
+
+    message: str
+
+
+Event = TokenEvent | FinishEvent | ErrorEvent
+Sink = Callable[[list[Event]], None]
+
+
+class EngineObserver(Protocol):
+    """What the engine reports (the metrics implement it)."""
+
+    def queue_changed(self, waiting: int, running: int) -> None: ...
+
+    def request_admitted(self, queued_seconds: float, prompt_tokens: int) -> None: ...
+
+    def first_token(self, seconds: float) -> None: ...
+
+    def step_done(self, rows: int, new_tokens: int, seconds: float) -> None: ...
+
+    def request_done(self, seconds: float, generated_tokens: int) -> None: ...
+
+
+class _NullObserver:
+    def queue_changed(self, waiting: int, running: int) -> None:
+        pass
+
+    def request_admitted(self, queued_seconds: float, prompt_tokens: int) -> None:
+        pass
+
+    def first_token(self, seconds: float) -> None:
+        pass
+
+    def step_done(self, rows: int, new_tokens: int, seconds: float) -> None:
+        pass
+
+    def request_done(self, seconds: float, generated_tokens: int) -> None:
+        pass
+
+
+@dataclass(eq=False)
+class Job:
+    """One submitted request: ``n`` rows generated from the same prompt."""
+
+    id: int
+    prompt: tuple[int, ...]
+    params: SamplingParams | BeamParams
+    n: int
+    sink: Sink
+    submitted: float = field(default_factory=time.monotonic)
+    cancelled: bool = False
+    first_token_at: float | None = None
+    open_rows: int = 0
+    generated: int = 0
+
+    @property
+    def rows(self) -> int:
+        """Rows of the batch this job occupies."""
+        return self.n if isinstance(self.params, SamplingParams) else 0
+
+
+@dataclass(eq=False)
+class _Row:
+    job: Job
+    index: int
+    params: SamplingParams
+    prompt: tuple[int, ...]
+    generated: list[int]
+    pre: list[Any]
+    post: list[Any]
+    generator: torch.Generator | None
+
+    def history(self) -> list[int]:
+        return [*self.prompt, *self.generated]
+
+
+@dataclass(eq=False)
+class _Batch:
+    rows: list[_Row]
+    cache: Any  # transformers Cache
+    mask: torch.Tensor  # [B, L] long: 1 where the cache holds a real token
+    positions: torch.Tensor  # [B] long: position id of the next input token
+    next_tokens: torch.Tensor  # [B] long: last chosen token, not yet in the cache
+    sampler: BatchSampler
+
+
+class Engine:
+    """Runs generation jobs in shared batches on one thread (plus one for beam search)."""
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        vocab_size: int,
+        pad_token_id: int,
+        device: torch.device,
+        max_num_seqs: int,
+        max_queued_requests: int,
+        max_prefill_tokens: int,
+        retry_after: int,
+        observer: EngineObserver | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self._model = model
+        self._vocab = vocab_size
+        self._pad = pad_token_id
+        self._device = device
+        self._max_rows = max_num_seqs
+        self._max_queued = max_queued_requests
+        self._max_prefill = max_prefill_tokens
+        self._retry_after = retry_after
+        self._observer: EngineObserver = observer or _NullObserver()
+        self._generator = torch.Generator(device=device)
+        if seed is not None:
+            self._generator.manual_seed(seed)
+        else:
+            self._generator.seed()
+        self._ids = itertools.count(1)
+        self._cv = threading.Condition()
+        self._waiting: deque[Job] = deque()
+        self._beams: queue.Queue[Job | None] = queue.Queue()
+        self._beams_pending = 0
+        self._batch: _Batch | None = None
+        self._running_rows = 0
+        self._stopping = False
+        self._can_merge: bool | None = None  # decided at the first prefill
+        self._threads: list[threading.Thread] = []
+
+    # ---- public, thread-safe ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the batch thread and the beam-search thread."""
+        for target, name in ((self._run, "engine-batch"), (self._run_beams, "engine-beam")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop the threads; waiting and running requests end with an ``abort``."""
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+        self._beams.put(None)
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+
+    def submit(
+        self,
+        prompt: Sequence[int],
+        params: SamplingParams | BeamParams,
+        n: int,
+        sink: Sink,
+    ) -> Job:
+        """Queue a request; raises ``OverloadedError`` when the queue is full."""
+        job = Job(id=next(self._ids), prompt=tuple(prompt), params=params, n=n, sink=sink)
+        with self._cv:
+            if self._stopping:
+                raise OverloadedError("the server is shutting down", retry_after=self._retry_after)
+            queued = len(self._waiting) + self._beams_pending
+            if queued >= self._max_queued:
+                raise OverloadedError(
+                    f"the server is at capacity ({self._running_rows} sequences running, "
+                    f"{queued} requests queued, --max-queued-requests {self._max_queued}); "
+                    f"retry after {self._retry_after} s",
+                    retry_after=self._retry_after,
+                )
+            if isinstance(params, BeamParams):
+                self._beams_pending += 1
+                self._beams.put(job)
+            else:
+                self._waiting.append(job)
+                self._cv.notify_all()
+            self._report_queue()
+        return job
+
+    def cancel(self, job: Job) -> None:
+        """Stop a job (its client went away); its rows leave the batch at the next step."""
+        with self._cv:
+            job.cancelled = True
+            queued = job in self._waiting
+            if queued:
+                self._waiting.remove(job)
+                self._report_queue()
+            self._cv.notify_all()
+        if queued:
+            self._finish_job_unstarted(job)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting) + self._beams_pending
+
+    @property
+    def running_rows(self) -> int:
+        return self._running_rows
+
+    # ---- batch thread ----------------------------------------------------------------------
+
+    def _report_queue(self) -> None:
+        self._observer.queue_changed(len(self._waiting) + self._beams_pending, self._running_rows)
+
+    def _run(self) -> None:
+        with torch.inference_mode():
+            while True:
+                with self._cv:
+                    while not self._stopping and not self._waiting and self._batch is None:
+                        self._cv.wait()
+                    if self._stopping:
+                        break
+                    newcomers = self._admit()
+                try:
+                    self._drop_cancelled()
+                    if newcomers:
+                        self._prefill(newcomers)
+                    if self._batch is not None:
+                        self._step()
+                except Exception as exc:  # the engine must survive a failed step
+                    log.exception("generation step failed")
+                    self._fail_all(newcomers, f"generation failed: {exc}")
+            self._abort_everything()
+
+    def _admit(self) -> list[Job]:
+        """Take waiting jobs that fit the free rows and the prefill budget (lock held)."""
+        taken: list[Job] = []
+        free = self._max_rows - self._running_rows
+        if self._batch is not None and self._can_merge is False:
+            free = 0  # static batching for caches that cannot be merged
+        tokens = 0
+        while self._waiting:
+            job = self._waiting[0]
+            if job.cancelled:
+                self._waiting.popleft()
+                self._finish_job_unstarted(job)
+                continue
+            cost = job.n * len(job.prompt)
+            if job.n > free or (taken and tokens + cost > self._max_prefill):
+                break
+            self._waiting.popleft()
+            taken.append(job)
+            free -= job.n
+            tokens += cost
+            self._running_rows += job.n
+        if taken:
+            self._report_queue()
+        return taken
+
+    def _finish_job_unstarted(self, job: Job) -> None:
+        job.sink([FinishEvent(i, "abort") for i in range(job.n)])
+
+    def _rows_for(self, job: Job) -> list[_Row]:
+        assert isinstance(job.params, SamplingParams)
+        rows = []
+        for i in range(job.n):
+            generator = None
+            if job.params.seed is not None and job.params.do_sample:
+                generator = torch.Generator(device=self._device)
+                generator.manual_seed((job.params.seed + i) & 0xFFFF_FFFF_FFFF_FFFF)
+            pre, post = (
+                build_row_processors(job.params, job.prompt, self._device)
+                if job.params.needs_row_processors()
+                else ([], [])
+            )
+            rows.append(_Row(job, i, job.params, job.prompt, [], pre, post, generator))
+        job.open_rows = job.n
+        return rows
+
+    def _prefill(self, jobs: list[Job]) -> None:
+        now = time.monotonic()
+        rows = [row for job in jobs for row in self._rows_for(job)]
+        for job in jobs:
+            self._observer.request_admitted(now - job.submitted, len(job.prompt))
+        width = max(len(r.prompt) for r in rows)
+        ids = torch.full((len(rows), width), self._pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, width - len(row.prompt) :] = torch.tensor(row.prompt, dtype=torch.long)
+            mask[i, width - len(row.prompt) :] = 1
+        ids, mask = ids.to(self._device), mask.to(self._device)
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        started = time.monotonic()
+        out = self._model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache = out.past_key_values
+        if self._can_merge is None:
+            from transformers.cache_utils import DynamicLayer  # noqa: PLC0415 (slow import)
+
+            layers = list(getattr(cache, "layers", None) or [])
+            self._can_merge = bool(layers) and all(type(x) is DynamicLayer for x in layers)
+            if not self._can_merge:
+                log.warning(
+                    "this model's cache (%s) cannot merge batches: new requests wait for the "
+                    "running batch to finish (static batching)",
+                    type(cache).__name__,
+                )
+        batch = _Batch(
+            rows=rows,
+            cache=cache,
+            mask=mask,
+            positions=torch.tensor([len(r.prompt) for r in rows], device=self._device),
+            next_tokens=torch.zeros(len(rows), dtype=torch.long, device=self._device),
+            sampler=self._sampler(rows),
+        )
+        self._choose_and_emit(batch, out.logits[:, -1, :].float(), started)
+        self._merge(batch)
+
+    def _sampler(self, rows: Sequence[_Row]) -> BatchSampler:
+        return BatchSampler.build(
+            [r.params for r in rows],
+            [r.prompt for r in rows],
+            [r.generated for r in rows],
+            [r.generator for r in rows],
+            vocab_size=self._vocab,
+            device=self._device,
+        )
+
+    def _step(self) -> None:
+        batch = self._batch
+        assert batch is not None
+        started = time.monotonic()
+        ones = torch.ones((len(batch.rows), 1), dtype=batch.mask.dtype, device=self._device)
+        mask = torch.cat([batch.mask, ones], dim=1)
+        out = self._model(
+            input_ids=batch.next_tokens.unsqueeze(1),
+            attention_mask=mask,
+            position_ids=batch.positions.unsqueeze(1),
+            past_key_values=batch.cache,
+            use_cache=True,
+        )
+        batch.cache = out.past_key_values
+        batch.mask = mask
+        batch.positions = batch.positions + 1
+        self._choose_and_emit(batch, out.logits[:, -1, :].float(), started)
+        self._compact()
+
+    def _choose_and_emit(self, batch: _Batch, logits: torch.Tensor, started: float) -> None:
+        rows = batch.rows
+        sampler = batch.sampler
+        generated = torch.tensor([len(r.generated) for r in rows], device=self._device)
+        scores = sampler.penalise(logits, generated)
+        if any(r.pre for r in rows):
+            scores = run_row_processors([r.pre for r in rows], [r.history() for r in rows], scores)
+        scores = sampler.openai_penalties(scores)
+        tokens = scores.argmax(dim=-1)
+        if not bool(sampler.greedy.all()):
+            warped = sampler.warp(scores)
+            if any(r.post for r in rows):
+                warped = run_row_processors(
+                    [r.post for r in rows], [r.history() for r in rows], warped
+                )
+            drawn = sampler.draw(warped, self._generator)
+            tokens = torch.where(sampler.greedy, tokens, drawn)
+        sampler.observe(tokens)
+        batch.next_tokens = tokens
+        chosen = tokens.tolist()
+        now = time.monotonic()
+        events: dict[Job, list[Event]] = {}
+        for row, token in zip(rows, chosen, strict=True):
+            job = row.job
+            row.generated.append(token)
+            job.generated += 1
+            if job.first_token_at is None:
+                job.first_token_at = now
+                self._observer.first_token(now - job.submitted)
+            job_events = events.setdefault(job, [])
+            job_events.append(TokenEvent(row.index, token))
+            reason = None
+            if token in row.params.eos_token_ids:
+                reason = "stop"
+            elif len(row.generated) >= row.params.max_new_tokens:
+                reason = "length"
+            if reason is not None:
+                job_events.append(FinishEvent(row.index, reason))
+                job.open_rows -= 1
+                if job.open_rows == 0:
+                    self._observer.request_done(now - job.submitted, job.generated)
+        self._observer.step_done(len(rows), len(rows), now - started)
+        for job, job_events in events.items():
+            job.sink(job_events)
+
+    # ---- batch bookkeeping -----------------------------------------------------------------
+
+    def _merge(self, fresh: _Batch) -> None:
+        """Add freshly prefilled rows to the running batch (left-padding the shorter cache)."""
+        new = self._without_finished(fresh)
+        if new is None:
+            return
+        old = self._batch
+        if old is None:
+            self._batch = new
+            return
+        width = max(old.mask.shape[1], new.mask.shape[1])
+
+        def pad(t: torch.Tensor, dim: int) -> torch.Tensor:
+            missing = width - t.shape[dim]
+            if missing == 0:
+                return t
+            shape = list(t.shape)
+            shape[dim] = missing
+            return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+        for old_layer, new_layer in zip(old.cache.layers, new.cache.layers, strict=True):
+            old_layer.keys = torch.cat([pad(old_layer.keys, 2), pad(new_layer.keys, 2)], dim=0)
+            old_layer.values = torch.cat(
+                [pad(old_layer.values, 2), pad(new_layer.values, 2)], dim=0
+            )
+        old.mask = torch.cat([pad(old.mask, 1), pad(new.mask, 1)], dim=0)
+        old.positions = torch.cat([old.positions, new.positions])
+        old.next_tokens = torch.cat([old.next_tokens, new.next_tokens])
+        old.rows = old.rows + new.rows
+        old.sampler = self._sampler(old.rows)
+
+    def _without_finished(self, batch: _Batch) -> _Batch | None:
+        keep = [
+            i
+            for i, row in enumerate(batch.rows)
+            if not row.job.cancelled and not self._row_done(row)
+        ]
+        self._release_rows(batch.rows, keep)
+        if not keep:
+            return None
+        if len(keep) == len(batch.rows):
+            return batch
+        index = torch.tensor(keep, dtype=torch.long, device=self._device)
+        batch.cache.batch_select_indices(index)
+        batch.mask = batch.mask[index]
+        batch.positions = batch.positions[index]
+        batch.next_tokens = batch.next_tokens[index]
+        batch.rows = [batch.rows[i] for i in keep]
+        if self._can_merge:
+            self._trim(batch)
+        batch.sampler = self._sampler(batch.rows)
+        return batch
+
+    @staticmethod
+    def _row_done(row: _Row) -> bool:
+        if not row.generated:
+            return False
+        last = row.generated[-1]
+        if last in row.params.eos_token_ids:
+            return True
+        return len(row.generated) >= row.params.max_new_tokens
+
+    def _release_rows(self, rows: list[_Row], keep: list[int]) -> None:
+        kept = set(keep)
+        gone = [row for i, row in enumerate(rows) if i not in kept]
+        if not gone:
+            return
+        for row in gone:
+            if row.job.cancelled and not self._row_done(row):
+                row.job.open_rows -= 1
+                row.job.sink([FinishEvent(row.index, "abort")])
+        with self._cv:
+            self._running_rows -= len(gone)
+            self._report_queue()
+
+    @staticmethod
+    def _trim(batch: _Batch) -> None:
+        """Drop leading cache columns that no row uses any more."""
+        used = batch.mask.any(dim=0).nonzero()
+        start = int(used[0]) if len(used) else batch.mask.shape[1]
+        if start == 0:
+            return
+        for layer in batch.cache.layers:
+            layer.keys = layer.keys[:, :, start:]
+            layer.values = layer.values[:, :, start:]
+        batch.mask = batch.mask[:, start:]
+
+    def _compact(self) -> None:
+        if self._batch is not None:
+            self._batch = self._without_finished(self._batch)
+
+    def _drop_cancelled(self) -> None:
+        if self._batch is not None and any(r.job.cancelled for r in self._batch.rows):
+            self._compact()
+
+    def _fail_all(self, newcomers: list[Job], message: str) -> None:
+        jobs = {r.job for r in self._batch.rows} if self._batch is not None else set()
+        jobs.update(newcomers)
+        self._batch = None
+        with self._cv:
+            self._running_rows = 0
+            self._report_queue()
+        for job in jobs:
+            job.sink([ErrorEvent(message)])
+
+    def _abort_everything(self) -> None:
+        jobs = {r.job for r in self._batch.rows} if self._batch is not None else set()
+        self._batch = None
+        with self._cv:
+            jobs.update(self._waiting)
+            self._waiting.clear()
+            self._running_rows = 0
+        for job in jobs:
+            job.sink([FinishEvent(i, "abort") for i in range(job.n)])
+
+    # ---- beam-search thread ----------------------------------------------------------------
+
+    def _run_beams(self) -> None:
+        with torch.inference_mode():
+            while True:
+                job = self._beams.get()
+                if job is None:
+                    break
+                with self._cv:
+                    self._beams_pending -= 1
+                    self._report_queue()
+                if job.cancelled or self._stopping:
+                    self._finish_job_unstarted(job)
+                    continue
+                try:
+                    self._beam_search(job)
+                except Exception as exc:
+                    log.exception("beam search failed")
+                    job.sink([ErrorEvent(f"generation failed: {exc}")])
+
+    def _beam_search(self, job: Job) -> None:
+        from transformers import StoppingCriteria, StoppingCriteriaList  # noqa: PLC0415
+
+        assert isinstance(job.params, BeamParams)
+
+        class _Cancelled(StoppingCriteria):
+            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kw: Any) -> Any:
+                return torch.full(
+                    (input_ids.shape[0],), job.cancelled, dtype=torch.bool, device=input_ids.device
+                )
+
+        self._observer.request_admitted(time.monotonic() - job.submitted, len(job.prompt))
+        ids = torch.tensor([job.prompt], dtype=torch.long, device=self._device)
+        out = self._model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            stopping_criteria=StoppingCriteriaList([_Cancelled()]),
+            **job.params.kwargs(),
+        )
+        now = time.monotonic()
+        self._observer.first_token(now - job.submitted)
+        events: list[Event] = []
+        kwargs = job.params.kwargs()
+        pad = kwargs.get("pad_token_id", self._pad)
+        eos = kwargs.get("eos_token_id")
+        eos_ids = set(eos) if isinstance(eos, list) else {eos}
+        for index, generated in enumerate(out[:, len(job.prompt) :].tolist()):
+            ended = any(t in eos_ids for t in generated)
+            sequence = list(generated)
+            if ended:  # beams that end early are padded after their EOS
+                sequence = sequence[: next(i for i, t in enumerate(sequence) if t in eos_ids) + 1]
+            else:
+                while sequence and sequence[-1] == pad:
+                    sequence.pop()
+            events.extend(TokenEvent(index, t) for t in sequence)
+            job.generated += len(sequence)
+            reason = "abort" if job.cancelled else "stop" if ended else "length"
+            events.append(FinishEvent(index, reason))
+        self._observer.request_done(now - job.submitted, job.generated)
+        job.sink(events)

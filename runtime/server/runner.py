@@ -1,0 +1,94 @@
+"""The bridge between the asyncio server and the engine thread.
+
+``Generation`` submits one or more planned jobs and yields their events on the event loop. When
+the consumer stops early (a client disconnects, a stop string is found, an error), the
+unfinished jobs are cancelled so that their rows leave the batch at the next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, Callable, Sequence
+
+from runtime.server.engine import Engine, ErrorEvent, Event, FinishEvent, Job
+from runtime.server.errors import EngineError
+from runtime.server.planning import Plan
+
+DISCONNECT_POLL_SECONDS = 0.5
+
+
+class Generation:
+    """Events of several jobs, tagged with the job's position in ``plans``."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        plans: Sequence[Plan],
+        is_disconnected: Callable[[], bool] | None = None,
+    ) -> None:
+        self._engine = engine
+        self._plans = list(plans)
+        self._is_disconnected = is_disconnected
+        self._queue: asyncio.Queue[tuple[int, list[Event]]] = asyncio.Queue()
+        self._jobs: list[Job] = []
+        self._open = [plan.n for plan in self._plans]
+        self.disconnected = False
+
+    def start(self) -> None:
+        """Submit every job (raises ``OverloadedError`` and cancels the others when full)."""
+        loop = asyncio.get_running_loop()
+        try:
+            for index, plan in enumerate(self._plans):
+                self._jobs.append(
+                    self._engine.submit(plan.prompt, plan.params, plan.n, self._sink(loop, index))
+                )
+        except BaseException:
+            self.cancel_all()
+            raise
+
+    def _sink(self, loop: asyncio.AbstractEventLoop, index: int) -> Callable[[list[Event]], None]:
+        def sink(events: list[Event]) -> None:
+            # A closed loop (RuntimeError) means nobody is listening any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._queue.put_nowait, (index, events))
+
+        return sink
+
+    def cancel(self, index: int) -> None:
+        """Stop job ``index`` (its remaining rows end with ``abort``)."""
+        if index < len(self._jobs) and self._open[index] > 0:
+            self._engine.cancel(self._jobs[index])
+
+    def cancel_all(self) -> None:
+        for index in range(len(self._jobs)):
+            self.cancel(index)
+
+    async def events(self) -> AsyncGenerator[tuple[int, list[Event]], None]:
+        """Yield ``(job index, events)`` until every row of every job has finished."""
+        try:
+            while any(self._open):
+                item = await self._next()
+                if item is None:
+                    self.disconnected = True
+                    return
+                index, events = item
+                for event in events:
+                    if isinstance(event, FinishEvent):
+                        self._open[index] -= 1
+                    elif isinstance(event, ErrorEvent):
+                        self._open[index] = 0
+                        raise EngineError(event.message)
+                yield index, events
+        finally:
+            self.cancel_all()
+
+    async def _next(self) -> tuple[int, list[Event]] | None:
+        if self._is_disconnected is None:
+            return await self._queue.get()
+        while True:
+            try:
+                return await asyncio.wait_for(self._queue.get(), DISCONNECT_POLL_SECONDS)
+            except TimeoutError:
+                if self._is_disconnected():
+                    return None

@@ -1,0 +1,263 @@
+"""The batching engine against plain ``model.generate`` on the tiny Llama (real torch)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+import torch
+
+from runtime.server.engine import Engine, ErrorEvent, Event, FinishEvent, TokenEvent
+from runtime.server.errors import OverloadedError
+from runtime.server.loader import LoadedModel
+from runtime.server.sampling import BeamParams, SamplingParams
+
+PROMPTS = [
+    "The",
+    "Kaito supports both vLLM and transformers runtime",
+    "Users just need to specify the GPU SKU used for inference in the resource spec and",
+    "adapters",
+    "The OpenAPI specification for the inference API is available",
+    "When adapters are specified in the inference spec, the Kaito controller adds",
+]
+
+
+class Collector:
+    """A sink that gathers the events of one job and signals when all rows finished."""
+
+    def __init__(self, rows: int = 1) -> None:
+        self.tokens: list[list[int]] = [[] for _ in range(rows)]
+        self.reasons: list[str | None] = [None] * rows
+        self.errors: list[str] = []
+        self.done = threading.Event()
+        self._open = rows
+
+    def __call__(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, TokenEvent):
+                self.tokens[event.index].append(event.token)
+            elif isinstance(event, FinishEvent):
+                self.reasons[event.index] = event.reason
+                self._open -= 1
+            elif isinstance(event, ErrorEvent):
+                self.errors.append(event.message)
+                self._open = 0
+        if self._open <= 0:
+            self.done.set()
+
+    def wait(self) -> None:
+        assert self.done.wait(120), "the engine did not finish the job"
+        assert not self.errors
+
+
+def make_engine(loaded: LoadedModel, **overrides: Any) -> Engine:
+    options: dict[str, Any] = {
+        "vocab_size": loaded.limits.vocab_size,
+        "pad_token_id": loaded.limits.pad_token_id,
+        "device": loaded.device,
+        "max_num_seqs": 16,
+        "max_queued_requests": 64,
+        "max_prefill_tokens": 4096,
+        "retry_after": 1,
+        "seed": 0,
+    }
+    options.update(overrides)
+    return Engine(loaded.model, **options)
+
+
+@pytest.fixture
+def engine(loaded_tiny: LoadedModel) -> Any:
+    eng = make_engine(loaded_tiny)
+    eng.start()
+    yield eng
+    eng.shutdown()
+
+
+def encode(loaded: LoadedModel, text: str) -> list[int]:
+    return list(loaded.tokenizer(text)["input_ids"])
+
+
+def reference(loaded: LoadedModel, prompt: Sequence[int], **kwargs: Any) -> list[int]:
+    """What a lone ``model.generate`` produces for ``prompt``."""
+    ids = torch.tensor([list(prompt)])
+    with torch.inference_mode():
+        out = loaded.model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            pad_token_id=loaded.limits.pad_token_id,
+            **kwargs,
+        )
+    generated: list[int] = out[0, len(prompt) :].tolist()
+    eos = set(loaded.limits.eos_token_ids)
+    for i, token in enumerate(generated):  # generate pads finished rows after EOS
+        if token in eos:
+            return generated[: i + 1]
+    return generated
+
+
+def greedy(max_new: int, eos: Sequence[int], **kwargs: Any) -> SamplingParams:
+    return SamplingParams(max_new_tokens=max_new, eos_token_ids=tuple(eos), **kwargs)
+
+
+def test_greedy_batched_equals_lone_generate(loaded_tiny: LoadedModel, engine: Engine) -> None:
+    eos = loaded_tiny.limits.eos_token_ids
+    prompts = [encode(loaded_tiny, p) for p in PROMPTS]
+    refs = [reference(loaded_tiny, p, do_sample=False, max_new_tokens=24) for p in prompts]
+    # Everything at once (one prefill group), then again staggered so rows join a running batch.
+    sinks = [Collector() for _ in prompts]
+    for p, sink in zip(prompts, sinks, strict=True):
+        engine.submit(p, greedy(24, eos), 1, sink)
+    for sink in sinks:
+        sink.wait()
+    assert [s.tokens[0] for s in sinks] == refs
+
+    staggered = [Collector() for _ in prompts]
+    for i, (p, sink) in enumerate(zip(prompts, staggered, strict=True)):
+        engine.submit(p, greedy(24 - 3 * i, eos), 1, sink)
+        if i % 2:
+            sinks[0].done.wait(0.01)  # let a few steps run before the next row joins
+    for i, sink in enumerate(staggered):
+        sink.wait()
+        assert sink.tokens[0] == refs[i][: 24 - 3 * i]
+
+
+def test_greedy_row_unaffected_by_sampling_neighbours(
+    loaded_tiny: LoadedModel, engine: Engine
+) -> None:
+    eos = loaded_tiny.limits.eos_token_ids
+    prompt = encode(loaded_tiny, PROMPTS[1])
+    ref = reference(loaded_tiny, prompt, do_sample=False, max_new_tokens=20)
+    lone = Collector()
+    noisy = [Collector() for _ in range(4)]
+    for i, sink in enumerate(noisy):
+        params = SamplingParams(
+            max_new_tokens=20,
+            do_sample=True,
+            temperature=0.5 + i,
+            top_k=5 * i,
+            top_p=0.9,
+            presence_penalty=0.5,
+            eos_token_ids=tuple(eos),
+        )
+        engine.submit(encode(loaded_tiny, PROMPTS[i]), params, 1, sink)
+    engine.submit(prompt, greedy(20, eos), 1, lone)
+    lone.wait()
+    for sink in noisy:
+        sink.wait()
+    assert lone.tokens[0] == ref
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"repetition_penalty": 1.7},
+        {"no_repeat_ngram_size": 2},
+        {"bad_words_ids": [[5], [40, 41]]},
+        {"min_new_tokens": 12, "repetition_penalty": 0.8},
+        {"forced_eos_token_id": 1, "remove_invalid_values": True},
+        {"encoder_no_repeat_ngram_size": 2},
+    ],
+)
+def test_greedy_processors_match_generate(
+    loaded_tiny: LoadedModel, engine: Engine, kwargs: dict[str, Any]
+) -> None:
+    eos = loaded_tiny.limits.eos_token_ids
+    prompts = [encode(loaded_tiny, p) for p in PROMPTS[:3]]
+    refs = [
+        reference(loaded_tiny, p, do_sample=False, max_new_tokens=16, **kwargs) for p in prompts
+    ]
+    params_kwargs = dict(kwargs)
+    if "bad_words_ids" in params_kwargs:
+        params_kwargs["bad_words_ids"] = tuple(tuple(w) for w in params_kwargs["bad_words_ids"])
+    params = greedy(16, eos, **params_kwargs)
+    sinks = [Collector() for _ in prompts]
+    for p, sink in zip(prompts, sinks, strict=True):
+        engine.submit(p, params, 1, sink)
+    for sink in sinks:
+        sink.wait()
+    assert [s.tokens[0] for s in sinks] == refs
+
+
+def test_seeded_sampling_is_reproducible_alone_or_batched(
+    loaded_tiny: LoadedModel, engine: Engine
+) -> None:
+    eos = loaded_tiny.limits.eos_token_ids
+    prompt = encode(loaded_tiny, PROMPTS[2])
+    params = SamplingParams(
+        max_new_tokens=16, do_sample=True, temperature=1.3, top_k=50, seed=1234, eos_token_ids=eos
+    )
+    alone = Collector(2)
+    engine.submit(prompt, params, 2, alone)
+    alone.wait()
+    batched = Collector(2)
+    others = [Collector() for _ in range(3)]
+    for i, sink in enumerate(others):
+        engine.submit(encode(loaded_tiny, PROMPTS[i]), greedy(16, eos), 1, sink)
+    engine.submit(prompt, params, 2, batched)
+    batched.wait()
+    for sink in others:
+        sink.wait()
+    assert batched.tokens == alone.tokens
+    assert alone.tokens[0] != alone.tokens[1]  # row i uses seed + i
+
+
+def test_beam_search_runs_as_generate(loaded_tiny: LoadedModel, engine: Engine) -> None:
+    prompt = encode(loaded_tiny, PROMPTS[1])
+    kwargs = {
+        "max_new_tokens": 10,
+        "num_beams": 3,
+        "num_return_sequences": 2,
+        "do_sample": False,
+        "eos_token_id": list(loaded_tiny.limits.eos_token_ids),
+        "pad_token_id": loaded_tiny.limits.pad_token_id,
+    }
+    sink = Collector(2)
+    engine.submit(prompt, BeamParams(tuple(kwargs.items()), 2), 2, sink)
+    sink.wait()
+    ids = torch.tensor([prompt])
+    with torch.inference_mode():
+        out = loaded_tiny.model.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs
+        )
+    assert sink.tokens == [row[len(prompt) :] for row in out.tolist()]
+
+
+def test_cancel_frees_the_rows(loaded_tiny: LoadedModel, engine: Engine) -> None:
+    eos = loaded_tiny.limits.eos_token_ids
+    sink = Collector()
+    job = engine.submit(encode(loaded_tiny, PROMPTS[0]), greedy(400, (), min_new_tokens=0), 1, sink)
+    while not sink.tokens[0]:
+        sink.done.wait(0.01)
+    assert engine.running_rows == 1
+    engine.cancel(job)
+    sink.wait()
+    assert sink.reasons == ["abort"]
+    assert len(sink.tokens[0]) < 400
+    assert engine.running_rows == 0
+    after = Collector()
+    engine.submit(encode(loaded_tiny, PROMPTS[0]), greedy(3, eos), 1, after)
+    after.wait()
+
+
+def test_queue_bound_refuses_with_overloaded(loaded_tiny: LoadedModel) -> None:
+    eng = make_engine(loaded_tiny, max_num_seqs=1, max_queued_requests=1)
+    eng.start()
+    try:
+        prompt = encode(loaded_tiny, PROMPTS[0])
+        running = Collector()
+        eng.submit(prompt, greedy(300, ()), 1, running)
+        while eng.running_rows == 0:
+            running.done.wait(0.01)
+        queued = Collector()
+        eng.submit(prompt, greedy(2, ()), 1, queued)
+        with pytest.raises(OverloadedError) as refused:
+            eng.submit(prompt, greedy(2, ()), 1, Collector())
+        assert refused.value.retry_after == 1
+        assert "--max-queued-requests" in str(refused.value)
+        running.wait()
+        queued.wait()
+        assert queued.reasons == ["length"]
+    finally:
+        eng.shutdown()
