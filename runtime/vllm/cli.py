@@ -160,4 +160,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         print(text)
         return 0
     log.info("launch plan: %s", text)
-    return run_plan(plan, settings)
+    try:
+        return run_plan(plan, settings)
+    except LauncherError as exc:
+        _report(settings.termination_log, str(exc))
+        return EXIT_PRESTART

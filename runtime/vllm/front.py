@@ -17,12 +17,15 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from runtime.server.errors import RequestError
+from runtime.server.protocol import ChatRequest
+from runtime.server.schema import Parser
 from runtime.vllm.chat import (
-    ChatRequestError,
-    chat_result,
-    generation_call,
-    parse_chat_request,
-    tokenize_body,
+    chat_response,
+    check_request,
+    completion_call,
+    plan,
+    tokenize_bodies,
 )
 
 HOP_BY_HOP = frozenset(
@@ -49,25 +52,21 @@ class FrontSettings:
     """vLLM's base URL, for example ``http://127.0.0.1:5001``."""
     model: str
     """The model name ``/chat`` requests (the Workspace's: base + all adapters)."""
+    vocab_size: int | None = None
+    """The model's vocabulary size, to check token ids in ``/chat`` (None: vLLM checks)."""
+    max_n: int = 8
+    """The largest ``num_return_sequences`` (as the transformers runtime's ``--max-n``)."""
     timeout_s: float = 600.0
     """The longest a proxied request may take."""
 
 
 SETTINGS = web.AppKey("settings", FrontSettings)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
+PARSER = web.AppKey("chat_parser", Parser)
 
 
 def _detail(status: int, message: str) -> web.Response:
     return web.json_response({"detail": message}, status=status)
-
-
-async def _post_json(
-    app: web.Application, path: str, body: dict[str, Any]
-) -> tuple[int, dict[str, Any]]:
-    settings, session = app[SETTINGS], app[SESSION]
-    async with session.post(settings.upstream + path, json=body) as response:
-        data = await response.json(content_type=None)
-        return response.status, data if isinstance(data, dict) else {"data": data}
 
 
 def _upstream_message(data: dict[str, Any]) -> str:
@@ -77,27 +76,52 @@ def _upstream_message(data: dict[str, Any]) -> str:
     return str(data.get("message") or data.get("detail") or json.dumps(data))
 
 
+class UpstreamError(RequestError):
+    """vLLM refused or failed a call the front made for ``/chat``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"vLLM answered {status}: {message}")
+        self.status = status if status < 500 else 502
+
+
+async def _call(app: web.Application, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async with app[SESSION].post(app[SETTINGS].upstream + path, json=body) as response:
+        data = await response.json(content_type=None)
+        if not isinstance(data, dict):
+            data = {"data": data}
+        if response.status != 200:
+            raise UpstreamError(response.status, _upstream_message(data))
+        return data
+
+
 async def chat(request: web.Request) -> web.Response:
-    """``POST /chat``: parse, count the prompt, generate, answer ``{"Result": ...}``."""
+    """``POST /chat``: parse and plan as the transformers runtime, generate on vLLM."""
+    app, settings = request.app, request.app[SETTINGS]
     try:
-        body = await request.json()
-    except ValueError:
-        return _detail(400, "body: not valid JSON")
-    model = request.app[SETTINGS].model
-    try:
-        parsed = parse_chat_request(body)
-        status, counted = await _post_json(request.app, "/tokenize", tokenize_body(parsed, model))
-        if status != 200:
-            return _detail(status if status < 500 else 502, _upstream_message(counted))
-        call = generation_call(parsed, model, int(counted["count"]), int(counted["max_model_len"]))
-        status, generated = await _post_json(request.app, call.path, call.body)
-    except ChatRequestError as exc:
-        return _detail(400, str(exc))
+        try:
+            body = await request.json()
+        except ValueError as exc:
+            raise RequestError(f"the body is not valid JSON: {exc}") from None
+        parsed: ChatRequest = app[PARSER].parse(body)
+        check_request(parsed)
+        counted = [
+            await _call(app, "/tokenize", b) for b in tokenize_bodies(parsed, settings.model)
+        ]
+        planned = plan(
+            parsed,
+            counted[0]["tokens"],
+            prefix_tokens=len(counted[1]["tokens"]) if len(counted) > 1 else 0,
+            max_model_len=int(counted[0]["max_model_len"]),
+            vocab_size=settings.vocab_size,
+            max_n=settings.max_n,
+        )
+        call = completion_call(parsed, planned, settings.model)
+        completion = await _call(app, call.path, call.body)
+    except RequestError as exc:
+        return _detail(exc.status, str(exc))
     except aiohttp.ClientError as exc:
         return _detail(503, f"vLLM is not reachable: {exc}")
-    if status != 200:
-        return _detail(status if status < 500 else 502, _upstream_message(generated))
-    return web.json_response(chat_result(parsed, generated))
+    return web.json_response(chat_response(parsed, completion))
 
 
 async def proxy(request: web.Request) -> web.StreamResponse:
@@ -134,6 +158,7 @@ def make_app(settings: FrontSettings) -> web.Application:
     """The front's application (``aiohttp.web.run_app(make_app(...), port=5000)``)."""
     app = web.Application()
     app[SETTINGS] = settings
+    app[PARSER] = Parser(ChatRequest)
 
     async def client(app: web.Application) -> AsyncIterator[None]:
         timeout = aiohttp.ClientTimeout(total=settings.timeout_s)

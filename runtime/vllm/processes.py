@@ -4,12 +4,14 @@ processes and sockets in the launcher."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from aiohttp import web
 
@@ -28,6 +30,15 @@ _COUNT_NODES = (
 )
 
 
+def vocab_size(model_dir: Path) -> int | None:
+    """The vocabulary size in the model folder's config.json (None if not there)."""
+    try:
+        value = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))["vocab_size"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, int) else None
+
+
 def alive_ray_nodes() -> int:
     """How many Ray nodes the local head sees (0 if it cannot be asked)."""
     done = subprocess.run(
@@ -37,7 +48,8 @@ def alive_ray_nodes() -> int:
     return int(lines[-1]) if done.returncode == 0 and lines and lines[-1].isdigit() else 0
 
 
-def wait_for_nodes(count: int, timeout_s: float) -> None:
+def wait_for_nodes(count: int, timeout_s: float, retry_s: float = RETRY_S) -> None:
+    """Block until the Ray head sees ``count`` live nodes; ``LauncherError`` after the timeout."""
     deadline = time.monotonic() + timeout_s
     while (alive := alive_ray_nodes()) < count:
         if time.monotonic() > deadline:
@@ -46,24 +58,46 @@ def wait_for_nodes(count: int, timeout_s: float) -> None:
                 "that the worker Pods run and can reach the leader through the headless Service"
             )
         log.info("waiting for Ray nodes: %d of %d", alive, count)
-        time.sleep(RETRY_S)
+        time.sleep(retry_s)
 
 
-def run_worker(plan: LaunchPlan, timeout_s: float) -> int:
+def start_ray_head(plan: LaunchPlan) -> None:
+    try:
+        code = subprocess.call(list(plan.ray_argv))
+    except FileNotFoundError:
+        raise LauncherError(
+            f"{plan.ray_argv[0]!r} is not installed in this image; multi-node inference needs "
+            "Ray (pip install 'vllm[ray]' or ray)"
+        ) from None
+    if code != 0:
+        raise LauncherError(f"{' '.join(plan.ray_argv)} failed with exit status {code}")
+
+
+def run_worker(plan: LaunchPlan, timeout_s: float, retry_s: float = RETRY_S) -> int:
     """Join the leader's Ray head and block; retry while the leader is not up yet."""
     deadline = time.monotonic() + timeout_s
     while True:
-        code = subprocess.call(list(plan.ray_argv))
+        try:
+            code = subprocess.call(list(plan.ray_argv))
+        except FileNotFoundError:
+            raise LauncherError(
+                f"{plan.ray_argv[0]!r} is not installed in this image; multi-node inference "
+                "needs Ray (pip install 'vllm[ray]' or ray)"
+            ) from None
         if code == 0 or time.monotonic() > deadline:
             return code
         log.info("the Ray head is not reachable yet (exit %d); retrying", code)
-        time.sleep(RETRY_S)
+        time.sleep(retry_s)
 
 
 async def serve_with_front(plan: LaunchPlan, settings: LauncherSettings) -> int:
     """vLLM on 127.0.0.1:<vllm port> and the /chat front on <host>:<port>; vLLM's exit ends both."""
     process = await asyncio.create_subprocess_exec(*plan.vllm_argv)
-    front = FrontSettings(upstream=f"http://127.0.0.1:{settings.vllm_port}", model=plan.model_name)
+    front = FrontSettings(
+        upstream=f"http://127.0.0.1:{settings.vllm_port}",
+        model=plan.model_name,
+        vocab_size=vocab_size(settings.model_dir) if settings.model_dir else None,
+    )
     runner = web.AppRunner(make_app(front))
     await runner.setup()
     try:
@@ -85,7 +119,7 @@ def run_plan(plan: LaunchPlan, settings: LauncherSettings) -> int:
     if plan.role == "worker":
         return run_worker(plan, settings.ray_wait_s)
     if plan.role == "leader":
-        subprocess.run(list(plan.ray_argv), check=True)
+        start_ray_head(plan)
         wait_for_nodes(plan.ray_nodes, settings.ray_wait_s)
     if settings.chat_front:
         return asyncio.run(serve_with_front(plan, settings))
