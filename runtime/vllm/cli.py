@@ -11,11 +11,11 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-import torch
+import pynvml  # type: ignore[import-untyped]
 
 from api.presets import load_presets
 from runtime.adapters import (
@@ -58,28 +58,49 @@ def load_preset(settings: LauncherSettings) -> PresetLike:
     return find_preset(settings.preset)
 
 
-def detect_hardware(settings: LauncherSettings) -> Hardware:
-    """The GPUs from the flags, completed by what CUDA reports."""
+def nvml_gpus() -> tuple[int, int, tuple[int, int]] | None:
+    """(count, memory of one GPU in bytes, compute capability) from NVML; None without a GPU.
+
+    NVML creates no CUDA context (the launcher must not hold GPU memory beside vLLM) and sees
+    the GPUs the device plugin gave the container.
+    """
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return None
+    try:
+        count = int(pynvml.nvmlDeviceGetCount())
+        if count == 0:
+            return None
+        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        total = int(pynvml.nvmlDeviceGetMemoryInfo(handle).total)
+        major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
+        return count, total, (int(major), int(minor))
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def detect_hardware(
+    settings: LauncherSettings,
+    detect: Callable[[], tuple[int, int, tuple[int, int]] | None] = nvml_gpus,
+) -> Hardware:
+    """The GPUs from the flags, completed by what NVML reports."""
     gpus, memory, capability = (
         settings.gpus,
         settings.gpu_memory_mib * MIB if settings.gpu_memory_mib else None,
         settings.compute_capability,
     )
     if gpus is None or memory is None or capability is None:
-        if not torch.cuda.is_available() or torch.cuda.device_count() == 0:
-            if gpus is None or memory is None:
-                raise HardwareError(
-                    "no CUDA GPU is visible to this Pod (check the nvidia.com/gpu request and "
-                    "the NVIDIA device plugin); to plan without one pass --gpus and "
-                    "--gpu-memory-mib"
-                )
-        else:
-            props = torch.cuda.get_device_properties(0)
-            gpus = gpus if gpus is not None else torch.cuda.device_count()
-            memory = memory if memory is not None else int(props.total_memory)
-            capability = capability or (int(props.major), int(props.minor))
-    assert gpus is not None
-    assert memory is not None
+        found = detect()
+        if found is not None:
+            gpus = gpus if gpus is not None else found[0]
+            memory = memory if memory is not None else found[1]
+            capability = capability or found[2]
+    if gpus is None or memory is None:
+        raise HardwareError(
+            "no NVIDIA GPU is visible to this Pod (check its nvidia.com/gpu request and the "
+            "NVIDIA device plugin); to plan without one pass --gpus and --gpu-memory-mib"
+        )
     return Hardware(gpus=gpus, gpu_memory_bytes=memory, compute_capability=capability)
 
 

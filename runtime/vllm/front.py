@@ -56,8 +56,10 @@ class FrontSettings:
     """The model's vocabulary size, to check token ids in ``/chat`` (None: vLLM checks)."""
     max_n: int = 8
     """The largest ``num_return_sequences`` (as the transformers runtime's ``--max-n``)."""
-    timeout_s: float = 600.0
-    """The longest a proxied request may take."""
+    read_timeout_s: float = 600.0
+    """The longest vLLM may stay silent on a connection (a stream may last longer)."""
+    max_request_bytes: int = 64 * 2**20
+    """The largest request body accepted (aiohttp's default of 1 MiB is too small for prompts)."""
 
 
 SETTINGS = web.AppKey("settings", FrontSettings)
@@ -156,12 +158,14 @@ async def proxy(request: web.Request) -> web.StreamResponse:
 
 def make_app(settings: FrontSettings) -> web.Application:
     """The front's application (``aiohttp.web.run_app(make_app(...), port=5000)``)."""
-    app = web.Application()
+    app = web.Application(client_max_size=settings.max_request_bytes)
     app[SETTINGS] = settings
     app[PARSER] = Parser(ChatRequest)
 
     async def client(app: web.Application) -> AsyncIterator[None]:
-        timeout = aiohttp.ClientTimeout(total=settings.timeout_s)
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=10, sock_read=settings.read_timeout_s
+        )
         async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
             app[SESSION] = session
             yield

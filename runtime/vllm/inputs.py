@@ -157,7 +157,7 @@ class Topology:
 
     def __post_init__(self) -> None:
         if self.node_count < 1:
-            raise SettingsError(f"node count {self.node_count} must be at least 1")
+            raise SettingsError(f"--node-count {self.node_count} must be at least 1")
         if not 0 <= self.ordinal < self.node_count:
             raise SettingsError(
                 f"Pod ordinal {self.ordinal} is outside the StatefulSet's {self.node_count} "
@@ -198,11 +198,16 @@ class AdminDefaults:
     def __post_init__(self) -> None:
         if not 0.0 < self.gpu_memory_utilization <= 1.0 or math.isnan(self.gpu_memory_utilization):
             raise SettingsError(
-                f"gpu memory utilization {self.gpu_memory_utilization} must be in (0, 1]"
+                f"--gpu-memory-utilization {self.gpu_memory_utilization} must be in (0, 1], "
+                "for example 0.9"
             )
         if not 1 <= self.max_lora_rank <= 512:
-            raise SettingsError(f"max LoRA rank {self.max_lora_rank} must be from 1 to 512")
+            raise SettingsError(
+                f"--max-lora-rank {self.max_lora_rank} must be from 1 to 512 (vLLM's largest)"
+            )
         if self.max_loras < 0:
-            raise SettingsError(f"max LoRAs {self.max_loras} must be 0 (auto) or more")
+            raise SettingsError(f"--max-loras {self.max_loras} must be 0 (auto) or more")
         if self.overhead_bytes_per_gpu < 0 or self.min_model_len < 1 or self.max_model_len < 0:
-            raise SettingsError("overhead, min and max model length must not be negative")
+            raise SettingsError(
+                "--overhead-mib and --max-model-len must not be negative, --min-model-len ≥ 1"
+            )
