@@ -839,8 +839,9 @@ def semantic_errors(
         out += _preset_rules(ws, ctx, create=create)
     if inference is not None and inference.template is not None:
         out += _template_rules(ws)
-    if inference is not None:
-        out += _adapter_rules(ws, ctx)
+    old_adapters = old.inference.adapters if old is not None and old.inference else None
+    if inference is not None and (create or inference.adapters != old_adapters):
+        out += _adapter_rules(ws, ctx)  # unchanged adapters are not re-judged by new limits
     out += _runtime_rules(ws, preset)
     out += _selector_rules(ws)
 

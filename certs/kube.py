@@ -65,10 +65,11 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class StoredSecret:
-    """A Secret's decoded ``data`` and the ``resourceVersion`` it was read at."""
+    """A Secret's decoded ``data``, its ``type`` and the ``resourceVersion`` it was read at."""
 
     data: dict[str, bytes]
     resource_version: str
+    type: str = SECRET_TYPE
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,7 @@ class CertKube:
         return StoredSecret(
             data={k: _unb64(v) for k, v in data.items()},
             resource_version=str(obj["metadata"]["resourceVersion"]),
+            type=str(obj.get("type") or "Opaque"),
         )
 
     def _secret_body(self, namespace: str, name: str, data: Mapping[str, bytes]) -> dict[str, Any]:

@@ -33,9 +33,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from certs.errors import CertConflictError, CertError
+from certs.errors import CertConflictError, CertError, CertMaterialError
 from certs.kube import MUTATING, VALIDATING, CertKube, WebhookKind
-from certs.plan import Action, ActionKind, CertBundle, Material, Wanted, carry_out, plan
+from certs.plan import (
+    SECRET_TYPE,
+    Action,
+    ActionKind,
+    CertBundle,
+    Material,
+    Wanted,
+    carry_out,
+    plan,
+)
 from certs.settings import CertSettings
 
 log = logging.getLogger(__name__)
@@ -101,6 +110,12 @@ class CertManager:
         conflicts = 0
         for _ in range(MAX_STEPS):
             stored = await self.kube.read_secret(ns, name)
+            if stored is not None and stored.type != SECRET_TYPE:
+                raise CertMaterialError(
+                    f"Secret {self.secret_ref} has type {stored.type!r}, not {SECRET_TYPE!r}, and "
+                    f"a Secret's type cannot change: delete it (kubectl delete secret -n {ns} "
+                    f"{name}) so it is recreated, or set secret_name to another name"
+                )
             data = stored.data if stored is not None else None
             now = self.clock()
             action = plan(now, data, self.wanted)

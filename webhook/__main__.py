@@ -2,11 +2,14 @@
 
 Out-of-cluster (any kubeconfig, same code as in-cluster)::
 
-    python -m webhook --kubeconfig ~/.kube/config --host 127.0.0.1 --port 9443 \\
-        --tls-cert-file serving.crt --tls-key-file serving.key --ca-file ca.crt --register
+    KAITO_CERTS_NAMESPACE=default python -m webhook --kubeconfig ~/.kube/config \\
+        --host 127.0.0.1 --port 9443 --register
 
-registers Mutating/ValidatingWebhookConfigurations pointing at https://127.0.0.1:9443 with the
-CA bundle, and deletes them on exit (SIGINT/SIGTERM).
+keeps its CA and serving certificate (SANs include 127.0.0.1) in the Secret
+default/kaito-webhook-certs, registers Mutating/ValidatingWebhookConfigurations pointing at
+https://127.0.0.1:9443 with the CA bundle, keeps the bundle current on rotation, and deletes the
+configurations on exit (SIGINT/SIGTERM). With ``--tls-cert-file/--tls-key-file/--ca-file`` it
+serves those files instead (reloaded when they change).
 """
 
 from __future__ import annotations
@@ -14,34 +17,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
-import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from webhook import registration
 from webhook.app import build_deps, create_app, start
 from webhook.config_watch import ApiConfigSource, ConfigSource, DirConfigSource
 from webhook.errors import KubeError, SettingsError, WebhookError
 from webhook.kube import Kube
+from webhook.serving_tls import tls_setup
 from webhook.settings import Settings, load_settings
-from webhook.tls import FileCertReloader, server_context
 
 log = logging.getLogger("kaito.webhook")
 
 
-def tls_setup(settings: Settings) -> tuple[ssl.SSLContext, FileCertReloader]:
-    """The one place that makes the server's TLS context (the certs package plugs in here)."""
-    if settings.tls_cert_file is None or settings.tls_key_file is None:
-        raise SettingsError(
-            "no serving certificate: pass --tls-cert-file and --tls-key-file "
-            "(an admission webhook must serve HTTPS)"
-        )
-    ctx = server_context(settings.tls_cert_file, settings.tls_key_file)
-    return ctx, FileCertReloader(ctx, settings.tls_cert_file, settings.tls_key_file)
-
-
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, env: Mapping[str, str]) -> None:
     kube = None if settings.no_kube else Kube.connect(settings.kubeconfig)
     source: ConfigSource | None = None
     if settings.config_dir is not None:
@@ -49,38 +41,43 @@ async def serve(settings: Settings) -> None:
     elif kube is not None:
         source = ApiConfigSource(kube, settings.config_namespace, settings.config_name)
     deps = build_deps(settings, kube, source)
-    ctx, reloader = tls_setup(settings)
-    reloader.metrics = deps.metrics
-    deps.background = (lambda: reloader.run(settings.tls_reload_seconds),)
-    runner, port = await start(create_app(deps), ctx, settings.host, settings.port)
+    tls = await tls_setup(settings, deps.metrics, env)
+    runner, port = await start(create_app(deps), tls.context, settings.host, settings.port)
     log.info("serving https://%s:%d", settings.host, port)
     registered = False
+    fresh: asyncio.Task[None] | None = None
     try:
         if settings.register:
             assert kube is not None
-            assert settings.ca_file is not None
-            ca = settings.ca_file.read_bytes()
+            if tls.ca_pem is None:
+                raise SettingsError("--register needs the CA bundle (--ca-file)")
             for obj in registration.url_configurations(
                 settings.webhook_name,
                 settings.register_host,
                 port,
-                ca,
+                tls.ca_pem,
                 timeout=settings.webhook_timeout_seconds,
             ):
                 await kube.apply_webhook_configuration(obj)
             registered = True
             log.info("registered webhook configurations %s", settings.webhook_name)
+        fresh = asyncio.create_task(tls.keep_fresh())  # after registration: it injects caBundle
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
     finally:
+        if fresh is not None:
+            fresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fresh
         if registered and kube is not None:
             with contextlib.suppress(KubeError):
                 await kube.delete_webhook_configurations(settings.webhook_name)
                 log.info("removed webhook configurations %s", settings.webhook_name)
         await runner.cleanup()
+        tls.close()
         if kube is not None:
             kube.close()
 
@@ -95,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, os.environ))
     except WebhookError as exc:
         log.error("%s", exc)
         return 1

@@ -111,6 +111,13 @@ def validate(request: AdmissionRequest, ctx: ValidationContext) -> Decision:
     if not request.is_workspace or request.operation not in ("CREATE", "UPDATE"):
         return ALLOW
     obj = request.object or {}
+    metadata = obj.get("metadata")
+    if (
+        request.operation == "UPDATE"
+        and isinstance(metadata, dict)
+        and metadata.get("deletionTimestamp")
+    ):
+        return ALLOW  # never block an object on its way out (finalizer removal)
     if request.operation == "CREATE":
         errors = validate_create(obj, ctx)
     else:

@@ -36,7 +36,11 @@ class Settings:
     port: int = field(default=9443, metadata=_m("HTTPS port.", low=1, high=65535))
     tls_cert_file: Path | None = field(
         default=None,
-        metadata=_m("PEM serving certificate (chain); reloaded when the file changes."),
+        metadata=_m(
+            "PEM serving certificate (chain); reloaded when the file changes. Unset: the "
+            "certificate manager keeps the CA and certificate in a Secret, rotates them and "
+            "writes the caBundle (configured by KAITO_CERTS_* variables)."
+        ),
     )
     tls_key_file: Path | None = field(
         default=None, metadata=_m("PEM private key of the serving certificate.")
@@ -126,10 +130,19 @@ class Settings:
                 problems.append(f"{flag}={value} is not one of {', '.join(choices)}")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             problems.append("--tls-cert-file and --tls-key-file go together")
-        if self.register and self.ca_file is None:
-            problems.append("--register needs --ca-file (the caBundle written into the webhooks)")
+        files = self.tls_cert_file is not None
+        if self.register and files and self.ca_file is None:
+            problems.append(
+                "--register with --tls-cert-file needs --ca-file (the caBundle written into the "
+                "webhooks)"
+            )
         if self.register and self.no_kube:
             problems.append("--register needs Kubernetes access; drop --no-kube")
+        if not files and self.no_kube:
+            problems.append(
+                "no serving certificate: pass --tls-cert-file/--tls-key-file, or drop --no-kube "
+                "to let the certificate manager keep one in a Secret (KAITO_CERTS_* settings)"
+            )
         if problems:
             raise SettingsError("; ".join(problems))
         return self

@@ -271,6 +271,16 @@ def test_updates_are_not_blocked_by_a_narrower_allow_list() -> None:
     assert validate_create(new, ctx) != []
 
 
+def test_unchanged_adapters_are_not_judged_by_a_lower_limit() -> None:
+    old = default(seed.load(seed.FALCON_7B_ADAPTERS_FILLED))
+    new = copy.deepcopy(old)
+    new["metadata"]["finalizers"] = ["kaito.sh/cleanup"]
+    ctx = ValidationContext.default(AdminConfig(max_adapters=0))
+    assert validate_update(old, new, ctx) == []
+    new["inference"]["adapters"][0]["strength"] = "0.3"
+    assert "more than the 0 allowed" in _messages(validate_update(old, new, ctx))
+
+
 def test_only_nodes_added_by_an_update_are_checked() -> None:
     old = default(_prepared(["gpu-1"]))
     new = copy.deepcopy(old)

@@ -1,14 +1,11 @@
-"""Test helpers: throwaway certificates and a webhook served over real HTTPS from a thread.
-
-Until the ``certs`` package lands, certificates are made here with ``cryptography``.
-"""
+"""Test helpers: throwaway certificates (``certs.pki``) and a webhook served over real HTTPS
+from a thread."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import http.client
-import ipaddress
 import json
 import ssl
 import threading
@@ -19,10 +16,8 @@ from typing import Any
 
 from aiohttp import web
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from certs.pki import Issued, make_ca, make_serving_cert
 from webhook.app import Deps, build_deps, create_app, start
 from webhook.config_watch import ConfigSource
 from webhook.kube import Kube
@@ -32,89 +27,38 @@ from webhook.tls import FileCertReloader, server_context
 
 @dataclass
 class Pki:
+    ca: Issued
     ca_pem: bytes
-    ca_key: ec.EllipticCurvePrivateKey
-    ca_cert: x509.Certificate
     cert_file: Path
     key_file: Path
     ca_file: Path
 
+    @property
+    def ca_cert(self) -> x509.Certificate:
+        return self.ca.cert
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
-
-def make_ca(cn: str = "test-ca") -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn))
-        .issuer_name(_name(cn))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
+def serving_pem(pki: Pki) -> tuple[bytes, bytes]:
+    """A new serving pair for 127.0.0.1 and localhost signed by the test CA (``certs.pki``)."""
+    issued = make_serving_cert(
+        dt.datetime.now(dt.UTC),
+        pki.ca,
+        dns_names=["localhost"],
+        ip_addresses=["127.0.0.1"],
+        validity=dt.timedelta(hours=2),
     )
-    return cert, key
-
-
-def serving_pem(
-    ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, cn: str = "webhook"
-) -> tuple[bytes, bytes]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(hours=2))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+    return issued.cert_pem, issued.key_pem
 
 
 def make_pki(directory: Path) -> Pki:
-    ca, ca_key = make_ca()
-    cert, key = serving_pem(ca, ca_key)
-    ca_pem = ca.public_bytes(serialization.Encoding.PEM)
-    (directory / "tls.crt").write_bytes(cert)
-    (directory / "tls.key").write_bytes(key)
-    (directory / "ca.crt").write_bytes(ca_pem)
-    return Pki(
-        ca_pem, ca_key, ca, directory / "tls.crt", directory / "tls.key", directory / "ca.crt"
-    )
+    """A throwaway CA and serving certificate, written as tls.crt, tls.key and ca.crt."""
+    ca = make_ca(dt.datetime.now(dt.UTC), dt.timedelta(days=1))
+    pki = Pki(ca, ca.cert_pem, directory / "tls.crt", directory / "tls.key", directory / "ca.crt")
+    cert, key = serving_pem(pki)
+    pki.cert_file.write_bytes(cert)
+    pki.key_file.write_bytes(key)
+    pki.ca_file.write_bytes(ca.cert_pem)
+    return pki
 
 
 def client_context(ca_pem: bytes) -> ssl.SSLContext:

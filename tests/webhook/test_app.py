@@ -198,7 +198,7 @@ def test_a_rotated_certificate_is_served_without_restart(tmp_path: Path) -> None
             return x509.load_der_x509_certificate(der).serial_number
 
         first = served_serial()
-        cert, key = serving_pem(pki.ca_cert, pki.ca_key, cn="rotated")
+        cert, key = serving_pem(pki)
         pki.key_file.write_bytes(key)
         pki.cert_file.write_bytes(cert)
         new = x509.load_pem_x509_certificate(cert).serial_number
@@ -216,7 +216,7 @@ def test_a_half_written_rotation_is_not_loaded(tmp_path: Path) -> None:
     pki = make_pki(tmp_path)
     ctx = server_context(pki.cert_file, pki.key_file)
     reloader = FileCertReloader(ctx, pki.cert_file, pki.key_file)
-    cert, key = serving_pem(pki.ca_cert, pki.ca_key, cn="next")
+    cert, key = serving_pem(pki)
     pki.cert_file.write_bytes(cert)  # the key is not written yet
     assert reloader.check() is False
     pki.key_file.write_bytes(key)

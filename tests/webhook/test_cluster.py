@@ -305,7 +305,7 @@ def test_certificate_rotation_while_creates_run(
         futures = [pool.submit(create_loop, w) for w in range(3)]
         try:
             for _ in range(8):
-                cert, key = serving_pem(pki.ca_cert, pki.ca_key, cn="rotated")
+                cert, key = serving_pem(pki)
                 pki.key_file.write_bytes(key)  # not atomic: a mismatched pair is visible
                 time.sleep(0.02)
                 pki.cert_file.write_bytes(cert)

@@ -3,11 +3,17 @@ mode (the same code as in-cluster) registers itself by URL and removes itself on
 
 from __future__ import annotations
 
+import base64
+import os
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import uuid
 from pathlib import Path
+
+from cryptography import x509
 
 from tests.api import seed
 from tests.cluster.harness import ControlPlane, free_port
@@ -67,3 +73,79 @@ def test_out_of_cluster_mode_registers_and_deregisters(
     # without the webhook the placeholder is no longer refused at admission
     out = apply(cp, seed.FALCON_7B_ADAPTERS, namespace, "--dry-run=server")
     assert out.returncode == 0, out.stderr
+
+
+def test_the_in_cluster_webhook_manifest_is_accepted(control_plane: ControlPlane) -> None:
+    out = control_plane.kubectl(
+        "apply",
+        "--dry-run=server",
+        "-f",
+        str(ROOT / "manifests" / "webhook" / "webhook-configurations.yaml"),
+    )
+    assert (
+        "mutatingwebhookconfiguration.admissionregistration.k8s.io/kaito-workspace-webhook"
+        in out.stdout
+    )
+    assert "validatingwebhookconfiguration" in out.stdout
+
+
+def _served_serial(port: int, ca_pem: bytes) -> int:
+    ctx = ssl.create_default_context(cadata=ca_pem.decode())
+    with (
+        socket.create_connection(("127.0.0.1", port)) as raw,
+        ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def test_certificate_manager_mode_keeps_the_pair_in_a_secret_and_reuses_it(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    cp = control_plane
+    install_crds(cp)
+    name = f"kaito-certs-{uuid.uuid4().hex[:6]}"
+    port = free_port()
+    env = {**os.environ, "KAITO_CERTS_NAMESPACE": namespace}
+    cmd = [
+        sys.executable, "-m", "webhook", "--kubeconfig", str(cp.kubeconfig),
+        "--host", "127.0.0.1", "--port", str(port), "--register", "--webhook-name", name,
+        "--config-namespace", namespace,
+    ]  # fmt: skip
+    serials = []
+    for run in range(2):
+        log_path = tmp_path / f"run{run}.log"
+        with log_path.open("w") as log:
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                wait_until(
+                    lambda p=proc: (  # type: ignore[misc]
+                        p.poll() is not None
+                        or cp.kubectl(
+                            "get", "validatingwebhookconfiguration", name, check=False
+                        ).returncode
+                        == 0
+                    ),
+                    60,
+                )
+                assert proc.poll() is None, log_path.read_text()
+                secret = cp.kubectl_json("get", "secret", "kaito-webhook-certs", "-n", namespace)
+                ca_pem = base64.b64decode(secret["data"]["ca.crt"])
+                serving = x509.load_pem_x509_certificate(
+                    base64.b64decode(secret["data"]["tls.crt"])
+                )
+                config = cp.kubectl_json("get", "validatingwebhookconfiguration", name)
+                bundle = config["webhooks"][0]["clientConfig"]["caBundle"]
+                assert base64.b64decode(bundle) == ca_pem
+                assert _served_serial(port, ca_pem) == serving.serial_number
+                serials.append(serving.serial_number)
+                wait_until(lambda: webhook_in_force(cp, namespace, seed.FALCON_7B_ADAPTERS), 60)
+                if run == 0:
+                    out = apply(cp, seed.FALCON_7B, namespace)
+                    assert out.returncode == 0, out.stderr
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(30) == 0, log_path.read_text()
+    assert serials[0] == serials[1]  # the restart reused the Secret
+    assert cp.kubectl("get", "validatingwebhookconfiguration", name, check=False).returncode != 0

@@ -92,3 +92,13 @@ def test_update_decision() -> None:
     d = decisions.validate(_req(new, operation="UPDATE", old=old), CTX)
     assert not d.allowed
     assert d.reasons == ["immutable"]
+
+
+def test_an_object_being_deleted_is_never_blocked() -> None:
+    old = default(seed.load(seed.FALCON_7B))
+    new = copy.deepcopy(old)
+    new["resource"]["instanceType"] = "changed"
+    new["metadata"]["deletionTimestamp"] = "2025-01-01T00:00:00Z"
+    assert decisions.validate(_req(new, operation="UPDATE", old=old), CTX).allowed
+    del new["metadata"]["deletionTimestamp"]
+    assert not decisions.validate(_req(new, operation="UPDATE", old=old), CTX).allowed

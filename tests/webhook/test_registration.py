@@ -42,3 +42,26 @@ def test_service_configurations_leave_the_bundle_to_the_cert_manager() -> None:
         "kaito-wh", "kaito-system", "kaito-webhook", b"CA"
     )
     assert validating["webhooks"][0]["clientConfig"]["caBundle"] == base64.b64encode(b"CA").decode()
+
+
+def test_the_service_manifest_is_generated() -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    assert registration.main(["--check", str(root / "manifests" / "webhook")]) == 0
+
+
+def test_the_example_admin_configmap_is_valid() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from api.config import parse_config
+    from api.presets import load_presets
+    from api.skus import load_skus
+
+    root = Path(__file__).resolve().parents[2]
+    doc = yaml.safe_load((root / "manifests" / "webhook" / "kaito-config.example.yaml").read_text())
+    cfg = parse_config(doc["data"], presets=load_presets(), skus=load_skus())
+    assert cfg.allows_instance_type("my-lab-l40s")
+    assert cfg.default_instance_type == "Standard_NC12s_v3"

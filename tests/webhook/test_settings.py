@@ -13,7 +13,7 @@ from webhook.settings import Settings, load_settings
 def test_defaults_env_and_flags() -> None:
     assert load_settings([], env={}) == Settings()
     s = load_settings(
-        ["--port", "8443", "--no-kube"],
+        ["--port", "8443", "--no-kube", "--tls-cert-file", "c.pem", "--tls-key-file", "k.pem"],
         env={
             "KAITO_WEBHOOK_PORT": "7000",
             "KAITO_WEBHOOK_CONFIG_POLL_SECONDS": "0.5",
@@ -35,8 +35,14 @@ def test_defaults_env_and_flags() -> None:
         (["--config-poll-seconds", "0"], {}, "--config-poll-seconds=0.0 is below 0.05"),
         (["--log-level", "LOUD"], {}, "--log-level=LOUD is not one of"),
         (["--tls-cert-file", "a.crt"], {}, "--tls-cert-file and --tls-key-file go together"),
-        (["--register"], {}, "--register needs --ca-file"),
+        (
+            ["--register", "--tls-cert-file", "c", "--tls-key-file", "k"],
+            {},
+            "--register with --tls-cert-file needs --ca-file",
+        ),
+        (["--no-kube"], {}, "no serving certificate: pass --tls-cert-file"),
         ([], {"KAITO_WEBHOOK_NO_KUBE": "maybe"}, "is not a boolean"),
+        (["--register", "--no-kube"], {}, "--register needs Kubernetes access"),
     ],
 )
 def test_bad_settings_name_the_flag(argv: list[str], env: dict[str, str], words: str) -> None:
@@ -65,3 +71,16 @@ def test_help_runs() -> None:
     )
     assert bad.returncode == 2
     assert "--port=-1 is below 1" in bad.stderr
+
+
+def test_certificate_manager_settings_come_from_the_environment() -> None:
+    from webhook.serving_tls import cert_settings
+
+    s = load_settings([], env={})
+    cs = cert_settings(s, {"KAITO_CERTS_NAMESPACE": "team-a", "KAITO_CERTS_SERVING_VALIDITY": "7d"})
+    assert cs.namespace == "team-a"
+    assert cs.mutating_webhook_configurations == (s.webhook_name,)
+    assert cs.validating_webhook_configurations == (s.webhook_name,)
+    assert "127.0.0.1" in cs.ip_addresses
+    with pytest.raises(SettingsError, match="KAITO_CERTS_SERVING_VALIDITY"):
+        cert_settings(s, {"KAITO_CERTS_SERVING_VALIDITY": "soon"})

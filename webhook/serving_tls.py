@@ -1,0 +1,101 @@
+"""Where the serving certificate comes from: PEM files, or the ``certs`` manager.
+
+``tls_setup`` returns the ``ssl.SSLContext`` to serve with (TLS 1.2+), the CA bundle that clients
+(the apiserver, through ``caBundle``) must trust, and a coroutine that keeps the certificate
+fresh while the server runs:
+
+* files (``--tls-cert-file``/``--tls-key-file``/``--ca-file``): reloaded in place when the files
+  change (``webhook.tls.FileCertReloader``);
+* otherwise the certificate manager (``certs.manager``): the CA and serving certificate live in a
+  Secret (reused across restarts and replicas), are rotated before expiry, and the CA bundle is
+  written into the webhook configurations named ``--webhook-name``; a rotation reloads the live
+  context (``certs.tls.ReloadableServerContext``). Its settings come from ``KAITO_CERTS_*``
+  environment variables (``certs.settings.CertSettings``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ssl
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from certs.errors import CertError, CertReloadError
+from certs.kube import CertKube
+from certs.manager import CertManager
+from certs.plan import CertBundle
+from certs.settings import CertSettings
+from certs.tls import ReloadableServerContext
+from webhook.errors import SettingsError, WebhookError
+from webhook.metrics import Metrics
+from webhook.settings import Settings
+from webhook.tls import FileCertReloader, server_context
+
+
+@dataclass
+class ServingTls:
+    context: ssl.SSLContext
+    ca_pem: bytes | None
+    keep_fresh: Callable[[], Coroutine[Any, Any, None]]
+    close: Callable[[], None]
+    manager: CertManager | None = None
+
+
+def cert_settings(settings: Settings, env: Mapping[str, str]) -> CertSettings:
+    """``KAITO_CERTS_*`` settings; the webhook configurations default to ``--webhook-name``."""
+    try:
+        cs = CertSettings.from_env(env)
+        if not cs.mutating_webhook_configurations and not cs.validating_webhook_configurations:
+            cs = dataclasses.replace(
+                cs,
+                mutating_webhook_configurations=(settings.webhook_name,),
+                validating_webhook_configurations=(settings.webhook_name,),
+            )
+    except CertError as exc:
+        raise SettingsError(str(exc)) from exc
+    return cs
+
+
+async def tls_setup(settings: Settings, metrics: Metrics, env: Mapping[str, str]) -> ServingTls:
+    if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+        ctx = server_context(settings.tls_cert_file, settings.tls_key_file)
+        reloader = FileCertReloader(ctx, settings.tls_cert_file, settings.tls_key_file, metrics)
+        ca = settings.ca_file.read_bytes() if settings.ca_file is not None else None
+        return ServingTls(
+            context=ctx,
+            ca_pem=ca,
+            keep_fresh=lambda: reloader.run(settings.tls_reload_seconds),
+            close=lambda: None,
+        )
+
+    cs = cert_settings(settings, env)
+    kube = (
+        CertKube.from_kubeconfig(str(settings.kubeconfig))
+        if settings.kubeconfig is not None
+        else CertKube.in_cluster()
+    )
+    manager = CertManager(cs, kube)
+    try:
+        bundle, _ = await manager.ensure_secret()
+        live = ReloadableServerContext(bundle)
+    except CertError as exc:
+        kube.close()
+        raise WebhookError(f"serving certificate: {exc}") from exc
+
+    def on_change(new: CertBundle) -> None:
+        try:
+            changed = live.reload(new)
+        except CertReloadError:
+            metrics.tls_reloads.labels("error").inc()
+            raise
+        if changed:
+            metrics.tls_reloads.labels("ok").inc()
+
+    return ServingTls(
+        context=live.context,
+        ca_pem=bundle.ca_bundle_pem,
+        keep_fresh=lambda: manager.run(on_change),
+        close=kube.close,
+        manager=manager,
+    )
