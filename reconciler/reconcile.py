@@ -495,7 +495,7 @@ class Reconciler:
                     "Normal",
                     "WorkloadCreated",
                     f"created {workload_obj['kind']} {ws.name} and Service {ws.name} on "
-                    f"{', '.join(plan.selected)}",
+                    f"{', '.join(plan.selected)}" + (f"; {needs.note}" if needs.note else ""),
                 )
             )
         await self._events(ws_obj, events)

@@ -118,6 +118,26 @@ inference:
               nvidia.com/gpu: "1"
 """
 
+SURGE = """
+apiVersion: kaito.sh/v1alpha1
+kind: Workspace
+metadata:
+  name: workspace-phi-3-medium
+resource:
+  instanceType: "Standard_NC96ads_A100_v4"
+  labelSelector:
+    matchLabels:
+      apps: phi-3
+inference:
+  preset:
+    name: "phi-3-medium-4k-instruct"
+  adapters:
+    - source:
+        name: "phi-3-adapter"
+        image: "myregistry.azurecr.io/adapters/phi-3-adapter:0.1"
+      strength: "0.2"
+"""
+
 SEEDS = {
     "falcon-vllm": SEED_FALCON,
     "falcon-transformers": SEED_TRANSFORMERS,
@@ -128,6 +148,7 @@ ALL = {
     "llama-multinode": MULTI_NODE,
     "phi-preferred": PREFERRED,
     "custom-template": TEMPLATE,
+    "phi3-surge": SURGE,
 }
 
 

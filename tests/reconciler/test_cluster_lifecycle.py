@@ -26,20 +26,24 @@ from tests.support.fake_cloud import FakeCloud, wait_until
 NAME = "workspace-falcon-7b"
 
 
-def _patch_ws(cp: ControlPlane, namespace: str, ops: list[dict[str, Any]]) -> None:
-    cp.kubectl("patch", "workspace", NAME, "-n", namespace, "--type=json", "-p", json.dumps(ops))
+def _patch_ws(
+    cp: ControlPlane, namespace: str, ops: list[dict[str, Any]], name: str = NAME
+) -> None:
+    cp.kubectl("patch", "workspace", name, "-n", namespace, "--type=json", "-p", json.dumps(ops))
 
 
-def _rolled_out(cp: ControlPlane, namespace: str, generation: int) -> dict[str, Any]:
+def _rolled_out(
+    cp: ControlPlane, namespace: str, generation: int, name: str = NAME
+) -> dict[str, Any]:
     """The Workspace once it is Ready for ``generation`` with one Pod of the new template."""
 
     def done() -> dict[str, Any] | None:
-        ws = get(cp, "workspace", namespace, NAME)
+        ws = get(cp, "workspace", namespace, name)
         assert ws is not None
         conds = ws["status"]["conditions"]
         if not all(c["status"] == "True" and c["observedGeneration"] == generation for c in conds):
             return None
-        pods = items(cp, "pods", namespace, f"kaito.sh/workspace={NAME}")
+        pods = items(cp, "pods", namespace, f"kaito.sh/workspace={name}")
         if len([p for p in pods if not p["metadata"].get("deletionTimestamp")]) != 1:
             return None
         return ws
@@ -48,8 +52,8 @@ def _rolled_out(cp: ControlPlane, namespace: str, generation: int) -> dict[str, 
     return result
 
 
-def _command(cp: ControlPlane, namespace: str) -> list[str]:
-    dep = get(cp, "deployment", namespace, NAME)
+def _command(cp: ControlPlane, namespace: str, name: str = NAME) -> list[str]:
+    dep = get(cp, "deployment", namespace, name)
     assert dep is not None
     cmd: list[str] = dep["spec"]["template"]["spec"]["containers"][0]["command"]
     return cmd
@@ -58,26 +62,29 @@ def _command(cp: ControlPlane, namespace: str) -> list[str]:
 def test_adapter_change_surges_when_the_node_has_a_free_gpu(
     crds: ControlPlane, namespace: str, reconciler: ReconcilerProc
 ) -> None:
-    # falcon-7b under vLLM uses one of the two V100s of Standard_NC12s_v3.
-    apply(crds, namespace, examples.SEED_ADAPTERS)
-    wait_ready(crds, namespace, NAME)
+    # phi-3-medium (40 heads, 10 KV heads) runs with tensor parallelism 2 on two of the four
+    # A100s of Standard_NC96ads_A100_v4: a second Pod fits beside the first.
+    name = "workspace-phi-3-medium"
+    apply(crds, namespace, examples.SURGE)
+    wait_ready(crds, namespace, name)
     old_pods = {
-        p["metadata"]["name"] for p in items(crds, "pods", namespace, f"kaito.sh/workspace={NAME}")
+        p["metadata"]["name"] for p in items(crds, "pods", namespace, f"kaito.sh/workspace={name}")
     }
     _patch_ws(
         crds,
         namespace,
         [{"op": "replace", "path": "/inference/adapters/0/strength", "value": "0.5"}],
+        name,
     )
-    ws = _rolled_out(crds, namespace, 2)
-    assert "falcon-7b-adapter=0.5" in _command(crds, namespace)
-    dep = get(crds, "deployment", namespace, NAME)
+    ws = _rolled_out(crds, namespace, 2, name)
+    assert "phi-3-adapter=0.5" in _command(crds, namespace, name)
+    dep = get(crds, "deployment", namespace, name)
     assert dep is not None
     assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
-    updated = [m for t, r, m in events(crds, namespace, NAME) if r == "WorkloadUpdated"]
+    updated = [m for t, r, m in events(crds, namespace, name) if r == "WorkloadUpdated"]
     assert len(updated) == 1
     assert "a new Pod starts beside the old one" in updated[0]
-    pods = items(crds, "pods", namespace, f"kaito.sh/workspace={NAME}")
+    pods = items(crds, "pods", namespace, f"kaito.sh/workspace={name}")
     live = {p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")}
     assert live.isdisjoint(old_pods)
     assert conditions(ws)["InferenceReady"] == ("True", "ServiceReady")
