@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import NotLeaderError
 from reconciler.informer import Informer, Key
-from reconciler.labels import LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
+from reconciler.labels import LABEL_INSTANCE_TYPE, LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
 from reconciler.observe import Obj
 from reconciler.queue import Backoff, QueueShutDown, WorkQueue
 from reconciler.resources import (
@@ -70,29 +70,44 @@ def keys_for(kind: str, old: Obj | None, new: Obj | None, workspaces: list[Obj])
             if LABEL_WORKSPACE in labels and LABEL_WORKSPACE_NAMESPACE in labels:
                 keys.add((str(labels[LABEL_WORKSPACE_NAMESPACE]), str(labels[LABEL_WORKSPACE])))
         elif kind == "Node":
-            name = meta.get("name")
-            if LABEL_WORKSPACE in labels and LABEL_WORKSPACE_NAMESPACE in labels:
-                keys.add((str(labels[LABEL_WORKSPACE_NAMESPACE]), str(labels[LABEL_WORKSPACE])))
-            for ws in workspaces:
-                wmeta = ws.get("metadata") or {}
-                status = ws.get("status") or {}
-                resource = ws.get("resource") or {}
-                ready = any(
-                    c.get("type") == "ResourceReady" and c.get("status") == "True"
-                    for c in status.get("conditions") or []
-                )
-                if (
-                    not ready
-                    or name in (status.get("workerNodes") or [])
-                    or name in (resource.get("preferredNodes") or [])
-                ):
-                    keys.add((str(wmeta.get("namespace", "")), str(wmeta.get("name", ""))))
+            keys |= _node_keys(meta, labels, workspaces)
         elif kind == "ConfigMap":
             for ws in workspaces:
                 wmeta = ws.get("metadata") or {}
                 keys.add((str(wmeta.get("namespace", "")), str(wmeta.get("name", ""))))
         elif LABEL_WORKSPACE in labels:
             keys.add((str(meta.get("namespace", "")), str(labels[LABEL_WORKSPACE])))
+    return keys
+
+
+def _node_keys(meta: dict[str, Any], labels: dict[str, Any], workspaces: list[Obj]) -> set[Key]:
+    """A node concerns the Workspace it was made for, the Workspaces it serves or that prefer
+    it, and Workspaces still waiting for nodes that could take it (same instance type, not
+    made for another Workspace)."""
+    name = meta.get("name")
+    owner = None
+    if LABEL_WORKSPACE in labels and LABEL_WORKSPACE_NAMESPACE in labels:
+        owner = (str(labels[LABEL_WORKSPACE_NAMESPACE]), str(labels[LABEL_WORKSPACE]))
+    keys = {owner} if owner else set()
+    itype = str(labels.get(LABEL_INSTANCE_TYPE, "")).lower()
+    for ws in workspaces:
+        wmeta = ws.get("metadata") or {}
+        key = (str(wmeta.get("namespace", "")), str(wmeta.get("name", "")))
+        status = ws.get("status") or {}
+        resource = ws.get("resource") or {}
+        if name in (status.get("workerNodes") or []) or name in (
+            resource.get("preferredNodes") or []
+        ):
+            keys.add(key)
+            continue
+        if owner is not None:
+            continue
+        ready = any(
+            c.get("type") == "ResourceReady" and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        )
+        if not ready and str(resource.get("instanceType", "")).lower() == itype:
+            keys.add(key)
     return keys
 
 

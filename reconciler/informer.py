@@ -89,8 +89,9 @@ class Informer:
         if old is None or comparable(old) != comparable(new):
             self.on_change(old, new)
 
-    def _replace(self, items: list[dict[str, Any]]) -> None:
-        fresh = {key_of(o): o for o in (slim(i) for i in items)}
+    def _replace(self, items: list[Obj]) -> None:
+        """Replace the store with slim objects from a full list."""
+        fresh = {key_of(o): o for o in items}
         for key in list(self.store):
             if key not in fresh:
                 self.on_change(self.store.pop(key), None)
@@ -125,6 +126,7 @@ class Informer:
                 self.namespace,
                 label_selector=self.label_selector,
                 field_selector=self.field_selector,
+                transform=slim,
             )
         except NotFoundError:
             if not self.optional:

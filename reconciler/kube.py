@@ -333,9 +333,13 @@ class Kube:
         *,
         label_selector: str | None = None,
         field_selector: str | None = None,
-        page_size: int = 500,
+        page_size: int = 100,
+        transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> ListResult:
-        """Every object (following ``continue`` tokens) and the list's resourceVersion."""
+        """Every object (following ``continue`` tokens) and the list's resourceVersion.
+
+        ``transform`` is applied to each object as its page arrives (a cache keeps slim
+        projections without ever holding every full object at once)."""
         items: list[dict[str, Any]] = []
         params = self._selectors(label_selector, field_selector)
         params["limit"] = str(page_size)
@@ -346,7 +350,7 @@ class Kube:
             for item in page.get("items") or []:
                 item.setdefault("apiVersion", resource.api_version)
                 item.setdefault("kind", resource.kind)
-                items.append(item)
+                items.append(transform(item) if transform else item)
             meta = page.get("metadata") or {}
             token = meta.get("continue")
             if not token:

@@ -54,10 +54,14 @@ def start_reconciler(
 ) -> Iterator[StartReconciler]:
     procs: list[ReconcilerProc] = []
 
-    def start(*args: str, name: str = "") -> ReconcilerProc:
+    def start(*args: str, name: str = "", kubeconfig: Path | None = None) -> ReconcilerProc:
         ident = name or f"r{len(procs)}"
         proc = ReconcilerProc(
-            crds, namespace, ["--identity", ident, *args], tmp_path / f"reconciler-{ident}.log"
+            crds,
+            namespace,
+            ["--identity", ident, *args],
+            tmp_path / f"reconciler-{ident}.log",
+            kubeconfig=kubeconfig,
         )
         proc.identity = ident
         procs.append(proc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -20,6 +21,14 @@ from tests.cluster.harness import ControlPlane, free_port
 from tests.support.fake_cloud import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:  # runs in the child between fork and exec
+    """The reconciler gets SIGKILL when the test process dies, however it dies."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
 
 FAST = [
     "--relist-interval-s",
@@ -42,7 +51,15 @@ FAST = [
 class ReconcilerProc:
     """One ``python -m reconciler`` process."""
 
-    def __init__(self, cp: ControlPlane, namespace: str, args: list[str], log: Path) -> None:
+    def __init__(
+        self,
+        cp: ControlPlane,
+        namespace: str,
+        args: list[str],
+        log: Path,
+        kubeconfig: Path | None = None,
+    ) -> None:
+        self.kubeconfig = kubeconfig or cp.kubeconfig
         self.cp = cp
         self.namespace = namespace
         self.port = free_port()
@@ -57,7 +74,7 @@ class ReconcilerProc:
             "-m",
             "reconciler",
             "--kubeconfig",
-            str(self.cp.kubeconfig),
+            str(self.kubeconfig),
             "--namespace",
             self.namespace,
             "--lease-namespace",
@@ -83,6 +100,7 @@ class ReconcilerProc:
                 stdout=fh,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - only a prctl call
             )
         wait_until(self.ready, 30, f"reconciler on port {self.port} to be ready")
         return self

@@ -98,3 +98,37 @@ def test_changes_wake_the_right_workspaces() -> None:
     node = {"metadata": {"name": "n1", "labels": {}}}
     assert keys_for("Node", None, node, ws) == {("a", "ready"), ("b", "waiting")}
     assert keys_for("Pod", None, {"metadata": {"namespace": "a", "name": "x"}}, ws) == set()
+
+
+def test_a_node_wakes_only_workspaces_that_could_use_it() -> None:
+    def ws(name: str, itype: str, ready: bool) -> dict[str, Any]:
+        conds = [{"type": "ResourceReady", "status": "True" if ready else "False"}]
+        return {
+            "metadata": {"namespace": "ns", "name": name},
+            "resource": {"instanceType": itype},
+            "status": {"conditions": conds},
+        }
+
+    spaces = [
+        ws("waiting-v100", "Standard_NC6s_v3", False),
+        ws("waiting-a100", "x", False),
+        ws("done", "Standard_NC6s_v3", True),
+    ]
+    free = {
+        "metadata": {
+            "name": "n",
+            "labels": {"node.kubernetes.io/instance-type": "Standard_NC6s_v3"},
+        }
+    }
+    assert keys_for("Node", None, free, spaces) == {("ns", "waiting-v100")}
+    made = {
+        "metadata": {
+            "name": "m",
+            "labels": {
+                "node.kubernetes.io/instance-type": "Standard_NC6s_v3",
+                "kaito.sh/workspace": "owner",
+                "kaito.sh/workspacenamespace": "o",
+            },
+        }
+    }
+    assert keys_for("Node", made, None, spaces) == {("o", "owner")}
