@@ -119,8 +119,10 @@ class Process:
     ) -> None:
         self.name = name
         self.argv = [sys.executable, "-m", module, *args]
-        self.env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("KAITO_")}
+        self.env = {**inherited, **env, "PYTHONPATH": str(ROOT)}
         self.log = log
+        self.port = 0
         self.popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Process:
