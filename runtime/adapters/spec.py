@@ -157,8 +157,8 @@ def resolve_adapters(
     return specs
 
 
-def add_adapter_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--adapter`` (repeatable) and ``--adapter-root`` to a launcher's argument parser."""
+def add_adapter_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Add ``--adapter`` (repeatable) and ``--adapter-root`` to a parser or argument group."""
     parser.add_argument(
         "--adapter",
         dest="adapters",

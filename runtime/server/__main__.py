@@ -15,7 +15,6 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from runtime.server.app import STATE, create_app
 from runtime.server.errors import SettingsError
 from runtime.server.openapi import build_openapi
 from runtime.server.settings import Settings, parse_settings
@@ -25,6 +24,8 @@ log = logging.getLogger("runtime.server")
 
 async def serve(settings: Settings) -> int:
     """Serve until a signal arrives; 1 if the model fails to load."""
+    from runtime.server.app import STATE, create_app  # noqa: PLC0415 (torch: not for --help)
+
     app = create_app(settings)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()

@@ -113,17 +113,41 @@ def _sampling_defaults(model: Any) -> dict[str, float]:
 
 
 def merge_adapters(model: Any, settings: Settings) -> list[str]:
-    """Merge the ``--adapter`` LoRA adapters into the weights; return report lines."""
+    """Merge the ``--adapter`` LoRA adapters into the weights (exactly, at their strengths).
+
+    ``W' = W + sum_i s_i * scaling_i * B_i @ A_i`` (``runtime.adapters.merge_into``); an adapter
+    that does not fit the model stops the start-up with a message naming it.
+    """
     if not settings.adapter:
         return []
-    raise ModelLoadError(
-        f"--adapter {' '.join(settings.adapter)}: this build has no adapter support yet "
-        "(runtime.adapters); start without --adapter"
+    from runtime.adapters import (  # noqa: PLC0415 (loads torch/safetensors helpers)
+        AdapterError,
+        adapters_from_args,
+        load_adapters,
+        merge_into,
     )
+
+    try:
+        specs = adapters_from_args(settings.adapter, settings.adapter_root)
+        log.info(
+            "merging adapters: %s",
+            ", ".join(f"{s.name} at strength {s.strength:g} ({s.path})" for s in specs),
+        )
+        report = merge_into(model, load_adapters(specs), base_name=settings.model)
+    except AdapterError as exc:
+        raise ModelLoadError(str(exc)) from exc
+    for warning in report.warnings:
+        log.warning("adapter: %s", warning)
+    return [
+        f"{a.name} at strength {a.strength:g}: {a.modules} modules, rank "
+        f"{'/'.join(str(r) for r in sorted(set(a.ranks)))}"
+        for a in report.adapters
+    ]
 
 
 def load_model(settings: Settings) -> LoadedModel:
     """Load tokenizer and model as the settings say, merge adapters, compute the limits."""
+    log.info("loading the model: importing transformers")
     from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415 (slow import)
 
     started = time.monotonic()

@@ -135,6 +135,13 @@ def plan_chat(
 
     tokens = list(prompt)
     context = limits.context_length
+    if not hole and len(tokens) >= context:
+        raise ContextLengthError(
+            f"the prompt is {len(tokens)} tokens but this model's context window is "
+            f"{context} tokens, which leaves no room to generate; shorten it or set "
+            "handle_long_generation to 'hole'",
+            field=prompt_field,
+        )
     if gk.max_new_tokens is not None:
         max_new = gk.max_new_tokens
     else:
@@ -154,13 +161,6 @@ def plan_chat(
                 field=f + ("max_new_tokens" if gk.max_new_tokens is not None else "max_length"),
             )
         tokens = tokens[-keep:]
-    if len(tokens) >= context:
-        raise ContextLengthError(
-            f"the prompt is {len(tokens)} tokens but this model's context window is "
-            f"{context} tokens, which leaves no room to generate; shorten it or set "
-            "handle_long_generation to 'hole'",
-            field=prompt_field,
-        )
     check_prompt_fits(len(tokens), limits, prompt_field)
     max_new = min(max_new, context - len(tokens))
     min_new = max(gk.min_new_tokens or 0, gk.min_length + prefix_tokens - len(prompt), 0)

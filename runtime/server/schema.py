@@ -221,7 +221,10 @@ def _request_error(error: ValidationError) -> RequestError:
             field=f"{where}{extra[0]}" if extra else field,
         )
     if error.validator == "required":
-        return RequestError(error.message, field=field)
+        present = error.instance if isinstance(error.instance, Mapping) else {}
+        missing = [name for name in error.validator_value or [] if name not in present]
+        name = f"{field}.{missing[0]}" if field and missing else (missing[0] if missing else field)
+        return RequestError("this field is required", field=name)
     message = f"{_show(error.instance)} is not valid: {_explain(error)}"
     description = schema.get("description")
     if description:

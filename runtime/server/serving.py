@@ -161,7 +161,11 @@ class ChatService:
         rows = [[_Row() for _ in range(plan.n)]]
         generation = Generation(self.engine, [plan], is_disconnected)
         generation.start()
-        await _collect(generation, rows)
+        try:
+            await _collect(generation, rows)
+        except asyncio.CancelledError:  # the client went away (handler cancellation)
+            self.metrics.request_finished("abort")
+            raise
         if generation.disconnected:
             self.metrics.request_finished("abort")
             return None
@@ -490,9 +494,13 @@ class OpenAIService:
     # ---- shared ------------------------------------------------------------------------------
 
     async def _run(self, generation: Generation, choices: list[list[_Choice]]) -> None:
-        async with aclosing(self._deltas(generation, choices)) as deltas:
-            async for _ in deltas:
-                pass
+        try:
+            async with aclosing(self._deltas(generation, choices)) as deltas:
+                async for _ in deltas:
+                    pass
+        except asyncio.CancelledError:  # the client went away (handler cancellation)
+            self.metrics.request_finished("abort")
+            raise
 
     async def _deltas(
         self, generation: Generation, choices: list[list[_Choice]]

@@ -176,6 +176,14 @@ class Settings:
                 raise SettingsError(
                     f"{_flag(f.name)}: {value!r} is not one of {', '.join(opt.choices)}"
                 )
+        if self.adapter:
+            from runtime.adapters.errors import AdapterError  # noqa: PLC0415
+            from runtime.adapters.spec import parse_adapter_args  # noqa: PLC0415
+
+            try:
+                parse_adapter_args(self.adapter)
+            except AdapterError as exc:
+                raise SettingsError(f"--adapter: {exc}") from exc
         if self.max_n > self.max_num_seqs:
             raise SettingsError(
                 f"--max-n ({self.max_n}) cannot exceed --max-num-seqs ({self.max_num_seqs})"

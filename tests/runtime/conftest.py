@@ -10,7 +10,7 @@ import pytest
 
 from runtime.server.loader import LoadedModel, load_model
 from tests.runtime.harness import RunningServer, make_settings, start_server
-from tests.support.tiny_model import build_tiny_llama
+from tests.support.tiny_model import BENCH_SPEC, build_tiny_llama
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +22,16 @@ def tiny_model() -> Path:
 def loaded_tiny(tiny_model: Path) -> LoadedModel:
     """The tiny model loaded once; servers of the session share it (read-only)."""
     return load_model(make_settings(tiny_model))
+
+
+@pytest.fixture(scope="session")
+def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server on the 21M-parameter bench model: slow enough on CPU that a long generation
+    is still running when a test looks at it (about 100 times slower per token than tiny)."""
+    running = start_server(make_settings(build_tiny_llama(BENCH_SPEC)))
+    running.wait_ready()
+    yield running
+    running.stop()
 
 
 @pytest.fixture(scope="module")
