@@ -23,10 +23,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     HF_HOME=/home/kaito/.cache/huggingface
 
 WORKDIR /app
-# Only the vLLM launcher and the adapter code: not the transformers server.
+# Only the vLLM launcher, the adapter code and the preset catalog the launcher plans from
+# (api/, pure Python): not the transformers server.
 COPY runtime/__init__.py runtime/py.typed /app/runtime/
 COPY runtime/vllm/ /app/runtime/vllm/
 COPY runtime/adapters/ /app/runtime/adapters/
+COPY api/ /app/api/
 
 # The reconciler's command starts with `python`; vLLM's image may only have `python3`.
 RUN (command -v python > /dev/null || ln -s "$(command -v python3)" /usr/local/bin/python) \

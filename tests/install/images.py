@@ -5,7 +5,8 @@
 * ``requirement_pins(path)`` → ``{name: version}`` of a pip requirements file (normalized names),
   and whether every pin carries a hash.
 * ``third_party_imports(paths)`` → top-level modules imported by the Python files under
-  ``paths`` (``TYPE_CHECKING`` blocks and relative imports excluded).
+  ``paths`` (``TYPE_CHECKING`` blocks and relative imports excluded); ``ours=True``: the
+  project's own packages they import.
 * ``modules_of(distributions)`` → the top-level modules those installed distributions provide;
   ``closure(distribution)`` → a distribution and everything it requires (installed metadata).
 * ``guarded_run(module, args, allowed)`` runs ``python -m module args`` in a subprocess where
@@ -147,8 +148,9 @@ def _type_checking_nodes(tree: ast.AST) -> set[int]:
     return skip
 
 
-def third_party_imports(paths: Iterable[Path]) -> dict[str, set[str]]:
-    """``{top-level module: {files importing it}}``, without the stdlib and our packages."""
+def third_party_imports(paths: Iterable[Path], *, ours: bool = False) -> dict[str, set[str]]:
+    """``{top-level module: {files importing it}}``, without the stdlib and our packages (with
+    ``ours``: only our packages)."""
     found: dict[str, set[str]] = {}
     for root in paths:
         files = [root] if root.is_file() else sorted(root.rglob("*.py"))
@@ -167,7 +169,7 @@ def third_party_imports(paths: Iterable[Path]) -> dict[str, set[str]]:
                     names = [node.module]
                 for name in names:
                     top = name.split(".")[0]
-                    if top in sys.stdlib_module_names or top in PROJECT_PACKAGES:
+                    if top in sys.stdlib_module_names or (top in PROJECT_PACKAGES) != ours:
                         continue
                     found.setdefault(top, set()).add(str(file.relative_to(ROOT)))
     return found

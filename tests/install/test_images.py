@@ -5,8 +5,11 @@ reconciler run start under an import guard that only admits the image's packages
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -147,6 +150,10 @@ def test_every_import_of_the_copied_code_is_in_the_image(name: str) -> None:
     imports = third_party_imports(_copied_code(df))
     missing = {m: sorted(files)[:3] for m, files in imports.items() if m not in provided}
     assert not missing, f"{name} image lacks the packages for {missing}"
+    copied = {Path(s).parts[0] for s in df.copied_sources()}
+    ours = third_party_imports(_copied_code(df), ours=True)
+    uncopied = {m: sorted(files)[:3] for m, files in ours.items() if m not in copied}
+    assert not uncopied, f"{name} image lacks our packages {uncopied}"
     if name == "controller":
         assert not set(imports) & set(ML)
 
@@ -183,18 +190,36 @@ def test_the_runtime_commands_start_in_their_images(name: str, module: str) -> N
     assert out.returncode == 0, out.stderr[-2000:]
 
 
+def _containers(node: object) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        if "image" in node and "command" in node:
+            yield node
+        for value in node.values():
+            yield from _containers(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _containers(value)
+
+
 def test_the_reconciler_runs_the_modules_the_runtime_images_hold() -> None:
-    commands = pytest.importorskip("reconciler.commands", reason="the reconciler has not landed")
-    args = commands.ServeArgs(model="m", revision="r", served_model_name="m")
-    for fn, image in (
-        (commands.transformers_command, "transformers"),
-        (commands.vllm_command, "vllm"),
-    ):
-        argv = fn(args)
-        assert argv[:2] == ["python", "-m"], argv
-        module_dir = Path(*argv[2].split("."))
-        sources = [Path(s.rstrip("/")) for s in dockerfile(image).copied_sources()]
-        assert module_dir in sources, f"{image}.Dockerfile does not copy {module_dir}"
+    """Every inference container the reconciler renders (its golden files) runs
+    ``python -m MODULE`` where MODULE is copied into the image of that runtime."""
+    settings = pytest.importorskip("reconciler.settings", reason="the reconciler has not landed")
+    assert settings.DEFAULT_VLLM_IMAGE.startswith("ghcr.io/kaito-py/vllm:")
+    assert settings.DEFAULT_TRANSFORMERS_IMAGE.startswith("ghcr.io/kaito-py/transformers:")
+    seen = set()
+    for golden in sorted((ROOT / "tests" / "reconciler" / "golden").glob("*.json")):
+        for c in _containers(json.loads(golden.read_text())):
+            command = c["command"]
+            if command[:2] != ["python", "-m"]:
+                continue  # adapter init containers copy files with the adapter image's shell
+            image = c["image"].rsplit("/", 1)[-1].split(":")[0]
+            assert image in ("vllm", "transformers"), (golden.name, c["image"])
+            module_dir = Path(*command[2].split("."))
+            sources = [Path(s.rstrip("/")) for s in dockerfile(image).copied_sources()]
+            assert module_dir in sources, f"{image}.Dockerfile does not copy {module_dir}"
+            seen.add(image)
+    assert seen == {"vllm", "transformers"}
 
 
 @pytest.mark.parametrize("name", DOCKERFILES)

@@ -52,6 +52,7 @@ from tests.install.manifests import (
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 PLACEHOLDER_DENIAL = "is the documentation's placeholder"
+DESIRED_HASH = "kaito.sh/desired-hash"  # reconciler/reconcile.py ANNOTATION_DESIRED_HASH
 
 
 @pytest.fixture(scope="module")
@@ -366,14 +367,15 @@ def test_the_webhook_works_with_its_service_accounts_token_alone(
         wait_until(lambda r=runtime: runtime_default() == r, 30)  # type: ignore[misc]
 
 
-def _rbac_verb(call: str, resource: str, code: str) -> tuple[str, str]:
+def _rbac_verbs(call: str, resource: str, code: str) -> set[tuple[str, str]]:
     """A request counted by the reconciler's kaito_reconciler_api_requests_total (verb,
-    resource, code) as the RBAC (verb, resource) it needed. A server-side apply is a PATCH
-    that creates the object when it is new (HTTP 201)."""
+    resource, code) as the RBAC (verb, resource) pairs it needed. A server-side apply is a PATCH
+    and, when it creates the object (HTTP 201), a create as well."""
     verb, _, sub = call.partition("/")
+    name = f"{resource}/{sub}" if sub else resource
     if verb == "apply":
-        verb = "create" if code == "201" else "patch"
-    return verb, f"{resource}/{sub}" if sub else resource
+        return {("patch", name), ("create", name)} if code == "201" else {("patch", name)}
+    return {(verb, name)}
 
 
 # Granted for paths this scenario does not take: multi-node Workspaces (StatefulSets), removal
@@ -514,6 +516,25 @@ def test_the_reconciler_serves_a_workspace_with_its_service_accounts_token_alone
             }
             assert {"NodeClaimCreated", "WorkloadCreated", "WorkspaceReady"} <= reasons
 
+            # Drift: an edit to an object it owns is applied back (patch, not create).
+            owned = [("deployment", name, namespace), ("service", name, namespace)]
+            hashes = {}
+            for kind, obj_name, ns in owned:
+                where = ["-n", ns] if ns else []
+                obj = cp.kubectl_json("get", kind, obj_name, *where)
+                hashes[kind] = obj["metadata"]["annotations"][DESIRED_HASH]
+                cp.kubectl(
+                    "annotate", kind, obj_name, *where, "--overwrite", f"{DESIRED_HASH}=edited"
+                )
+            for kind, obj_name, ns in owned:
+                where = ["-n", ns] if ns else []
+
+                def restored(k: str = kind, n: str = obj_name, w: list[str] = where) -> bool:
+                    obj = cp.kubectl_json("get", k, n, *w)
+                    return bool(obj["metadata"]["annotations"][DESIRED_HASH] == hashes[k])
+
+                wait_until(restored, 60)
+
             # Deletion: the finalizer waits for the NodeClaims to go (delete nodeclaims).
             cp.kubectl("delete", "workspace", name, "-n", namespace, "--timeout=120s", timeout=150)
             wait_until(
@@ -534,7 +555,7 @@ def test_the_reconciler_serves_a_workspace_with_its_service_accounts_token_alone
 
     refused = {k: v for k, v in requests.items() if k[2] in ("401", "403")}
     assert not refused, refused
-    used = {_rbac_verb(*key) for key in requests}
+    used = {pair for key in requests for pair in _rbac_verbs(*key)}
     granted = _granted()
     assert used - granted == set()  # nothing it did was outside its rules (no 403 above) ...
     unused = granted - used - CONDITIONAL - NOT_THE_RECONCILERS
