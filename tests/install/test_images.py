@@ -181,6 +181,7 @@ def test_the_guard_refuses_what_the_image_lacks() -> None:
     assert "is not in the image" in out.stderr
 
 
+@pytest.mark.slow  # imports torch (and vLLM)
 @pytest.mark.parametrize(
     ("name", "module"), [("transformers", "runtime.server"), ("vllm", "runtime.vllm")]
 )
