@@ -1,7 +1,8 @@
 """``python -m runtime.vllm``: the I/O shell around the pure plan.
 
-Steps: settings → preset → GPUs → (not on workers) adapters written with their strengths and the
-chat template → ``build_plan`` → print the plan → start Ray and/or vLLM (and the /chat front).
+Steps: settings → preset → GPUs → the adapter mode → adapters written with their strengths (LoRA
+folders, or merged weights) and (not on workers) the chat template → ``build_plan`` → print the
+plan → start Ray and/or vLLM (and the /chat front).
 A failed pre-start check prints its message, writes it to the termination log, and exits 3.
 """
 
@@ -27,7 +28,8 @@ from runtime.adapters import (
 from runtime.vllm.errors import HardwareError, LauncherError, PresetError, SettingsError
 from runtime.vllm.inputs import MIB, Hardware, PresetLike, PresetSpec
 from runtime.vllm.loras import check_names, prepare_loras
-from runtime.vllm.plan import LaunchPlan, LaunchRequest, build_plan
+from runtime.vllm.merged import prepare_merged
+from runtime.vllm.plan import LaunchPlan, LaunchRequest, build_plan, choose_adapter_mode
 from runtime.vllm.processes import run_plan
 from runtime.vllm.settings import LauncherSettings, build_parser, parse_settings
 
@@ -105,13 +107,22 @@ def detect_hardware(
 
 
 def make_plan(settings: LauncherSettings) -> LaunchPlan:
-    """Everything before starting processes: checks, adapters and chat template on disk, plan."""
+    """Everything before starting processes: checks, adapters (LoRA folders or merged weights)
+    and chat template on disk, plan. Workers prepare the adapters too: vLLM's Ray workers read
+    the LoRA folders or the merged weights from their own node's disk, at the same paths."""
     preset = load_preset(settings)
     hardware = detect_hardware(settings)
     served = settings.served_model_name or preset.name
     host, port = (
         ("127.0.0.1", settings.vllm_port) if settings.chat_front else (settings.host, settings.port)
     )
+    if settings.model_dir is not None and not settings.model_dir.is_dir():
+        raise SettingsError(f"--model-dir {settings.model_dir} is not a folder")
+    strengths = parse_adapter_args(settings.adapters)
+    mode = choose_adapter_mode(settings.adapter_mode, preset, len(strengths))
+    if mode == "lora":
+        check_names(list(strengths), served, settings.base_alias)
+    specs = resolve_adapters(strengths, settings.adapter_root)
     request = LaunchRequest(
         preset=preset,
         hardware=hardware,
@@ -119,42 +130,44 @@ def make_plan(settings: LauncherSettings) -> LaunchPlan:
         topology=settings.topology,
         defaults=settings.defaults,
         model_dir=str(settings.model_dir) if settings.model_dir else None,
+        adapter_mode=mode,
         host=host,
         port=port,
     )
-    if settings.topology.role == "worker":
-        return build_plan(request)
-    if settings.model_dir is not None and not settings.model_dir.is_dir():
-        raise SettingsError(f"--model-dir {settings.model_dir} is not a folder")
-    strengths = parse_adapter_args(settings.adapters)
-    check_names(list(strengths), served, settings.base_alias)
-    specs = resolve_adapters(strengths, settings.adapter_root)
-    settings.work_dir.mkdir(parents=True, exist_ok=True)
-    base_weights = checkpoint_weights(settings.model_dir) if settings.model_dir else None
-    layout = prepare_loras(
-        specs,
-        model_name=served,
-        work_dir=settings.work_dir,
-        base_alias=settings.base_alias,
-        base_weights=base_weights,
-        base_name=preset.hf_repo,
-        strict_base_name=settings.strict_base_name,
-    )
-    for note in layout.notes:
-        log.warning("%s", note)
-    template_path = None
-    if preset.chat_template:
+    if mode == "merge":
+        build_plan(request)  # the fit and topology checks, before downloading or writing weights
+        merged = prepare_merged(
+            specs,
+            preset=preset,
+            model_dir=settings.model_dir,
+            merge_root=settings.merge_root,
+            strict_base_name=settings.strict_base_name,
+        )
+        for note in merged.notes:
+            log.warning("%s", note)
+        if merged.path is not None:
+            request = replace(request, model_dir=str(merged.path), merged_adapters=merged.merged)
+    elif mode == "lora":
+        settings.work_dir.mkdir(parents=True, exist_ok=True)
+        base_weights = checkpoint_weights(settings.model_dir) if settings.model_dir else None
+        layout = prepare_loras(
+            specs,
+            model_name=served,
+            work_dir=settings.work_dir,
+            base_alias=settings.base_alias,
+            base_weights=base_weights,
+            base_name=preset.hf_repo,
+            strict_base_name=settings.strict_base_name,
+        )
+        for note in layout.notes:
+            log.warning("%s", note)
+        request = replace(request, base_alias=layout.base_alias, loras=layout.loras)
+    if preset.chat_template and settings.topology.role != "worker":
+        settings.work_dir.mkdir(parents=True, exist_ok=True)
         template = settings.work_dir / "chat_template.jinja"
         template.write_text(preset.chat_template, encoding="utf-8")
-        template_path = str(template)
-    return build_plan(
-        replace(
-            request,
-            base_alias=layout.base_alias,
-            loras=layout.loras,
-            chat_template_path=template_path,
-        )
-    )
+        request = replace(request, chat_template_path=str(template))
+    return build_plan(request)
 
 
 def _report(target: Path | None, message: str) -> None:

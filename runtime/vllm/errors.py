@@ -30,3 +30,11 @@ class LoraError(LauncherError):
 
 class HardwareError(LauncherError):
     """No usable GPU was found, or the GPUs could not be described."""
+
+
+class DiskSpaceError(LauncherError):
+    """Merge mode: a volume has less free space than the download or the merged copy needs."""
+
+
+class DownloadError(LauncherError):
+    """Merge mode: the base checkpoint could not be fetched from the Hugging Face Hub."""

@@ -9,10 +9,15 @@ Roles (by the Pod's ordinal in the StatefulSet, as vLLM's multi-node guide does 
 * ``worker`` (ordinal > 0): ``ray start --address=<statefulset>-0.<headless service>:<port>
   --block``; vLLM's engine on the leader places its pipeline stages there.
 
-Model names: without adapters (or with all strengths 0) the base model is served under the
-Workspace's model name. With adapters, the base is served under an alias (``<name>-base``) and the
-Workspace's name is a LoRA module: the combined adapter (base + Σ s_i·ΔW_i); every adapter is
-also a LoRA module under its own name at its own strength.
+Adapter modes (``choose_adapter_mode``): ``lora`` where vLLM can apply LoRA to the architecture,
+``merge`` where it cannot (Falcon) or when asked.
+
+* No adapters (or all strengths 0): the base model is served under the Workspace's model name.
+* ``lora``: the base is served under an alias (``<name>-base``) and the Workspace's name is a LoRA
+  module: the combined adapter (base + Σ s_i·ΔW_i); every adapter is also a LoRA module under its
+  own name at its own strength.
+* ``merge``: vLLM serves a merged copy of the weights (base + Σ s_i·ΔW_i, written before the plan
+  is built) under the Workspace's name, with LoRA off. Adapters have no names of their own.
 """
 
 from __future__ import annotations
@@ -25,6 +30,34 @@ from typing import Any
 from runtime.vllm.errors import LoraError, SettingsError
 from runtime.vllm.inputs import AdminDefaults, Hardware, PresetLike, Topology
 from runtime.vllm.sizing import LoraSlots, Sizing, lora_rank_slot, plan_sizing
+
+ADAPTER_MODES = ("auto", "lora", "merge")
+"""``--adapter-mode`` values; ``choose_adapter_mode`` turns ``auto`` into one of the others."""
+
+
+def choose_adapter_mode(requested: str, preset: PresetLike, adapters: int) -> str:
+    """``none`` without adapters; ``auto`` is ``lora`` where vLLM has LoRA for the preset's
+    architecture (``vllm_lora``) and ``merge`` otherwise; ``lora`` without support is an error."""
+    if requested not in ADAPTER_MODES:
+        raise SettingsError(
+            f"--adapter-mode {requested!r} is not one of {', '.join(ADAPTER_MODES)}"
+        )
+    if adapters == 0:
+        return "none"
+    if requested == "auto":
+        return "lora" if preset.vllm_lora else "merge"
+    if requested == "lora" and not preset.vllm_lora:
+        raise LoraError(_no_lora_message(preset))
+    return requested
+
+
+def _no_lora_message(preset: PresetLike) -> str:
+    return (
+        f"vLLM cannot serve LoRA adapters for preset {preset.name} (its architecture has no "
+        "LoRA support in vLLM); use --adapter-mode merge (or auto, the default), which serves "
+        "a copy of the weights with the adapters merged at their strengths, or the "
+        "transformers runtime (annotation kaito.sh/runtime: transformers)"
+    )
 
 
 @dataclass(frozen=True)
@@ -50,7 +83,11 @@ class LaunchRequest:
     pinned revision."""
     base_alias: str | None = None
     """The base model's served name when the Workspace's name is the combined LoRA."""
+    adapter_mode: str = "none"
+    """``none``, ``lora`` or ``merge`` (``choose_adapter_mode``)."""
     loras: tuple[ServedLora, ...] = ()
+    merged_adapters: tuple[tuple[str, float], ...] = ()
+    """Merge mode: (adapter, strength) merged into ``model_dir``, a merged copy of the base."""
     host: str = "0.0.0.0"
     port: int = 5000
     chat_template_path: str | None = None
@@ -73,11 +110,19 @@ class LaunchPlan:
     sizing: Sizing
     served_names: tuple[str, ...]
     """Every model name requests may use: the base's, then each LoRA's."""
+    adapter_mode: str = "none"
+    merged_adapters: tuple[tuple[str, float], ...] = ()
+    """Merge mode: what the served weights hold beyond the base, (adapter, strength)."""
+    model_path: str | None = None
+    """The local folder vLLM loads (None: the preset's hub repository)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "role": self.role,
             "model_name": self.model_name,
+            "adapter_mode": self.adapter_mode,
+            "merged_adapters": [{"name": n, "strength": s} for n, s in self.merged_adapters],
+            "model_path": self.model_path,
             "vllm_argv": list(self.vllm_argv),
             "ray_argv": list(self.ray_argv),
             "ray_nodes": self.ray_nodes,
@@ -102,10 +147,10 @@ def build_plan(request: LaunchRequest) -> LaunchPlan:
     preset, topology, defaults = request.preset, request.topology, request.defaults
     loras = request.loras
     if loras and not preset.vllm_lora:
-        raise LoraError(
-            f"vLLM cannot serve LoRA adapters for preset {preset.name} (its architecture has no "
-            "LoRA support in vLLM); use the transformers runtime (annotation "
-            "kaito.sh/runtime: transformers), which merges adapters into the weights"
+        raise LoraError(_no_lora_message(preset))
+    if request.merged_adapters and (loras or not request.model_dir):
+        raise SettingsError(
+            "merged adapters need the merged weights' folder (model_dir) and no LoRA modules"
         )
     base_name = request.base_alias or request.served_model_name
     served_names = (base_name, *(lora.name for lora in loras))
@@ -133,7 +178,16 @@ def build_plan(request: LaunchRequest) -> LaunchPlan:
             "--block",
         )
         return LaunchPlan(
-            role, request.served_model_name, (), ray_argv, topology.node_count, sizing, served_names
+            role,
+            request.served_model_name,
+            (),
+            ray_argv,
+            topology.node_count,
+            sizing,
+            served_names,
+            request.adapter_mode,
+            request.merged_adapters,
+            request.model_dir,
         )
 
     argv: list[str] = ["vllm", "serve"]
@@ -192,4 +246,7 @@ def build_plan(request: LaunchRequest) -> LaunchPlan:
         topology.node_count,
         sizing,
         served_names,
+        request.adapter_mode,
+        request.merged_adapters,
+        request.model_dir,
     )

@@ -96,7 +96,7 @@ async def serve_with_front(plan: LaunchPlan, settings: LauncherSettings) -> int:
     front = FrontSettings(
         upstream=f"http://127.0.0.1:{settings.vllm_port}",
         model=plan.model_name,
-        vocab_size=vocab_size(settings.model_dir) if settings.model_dir else None,
+        vocab_size=vocab_size(Path(plan.model_path)) if plan.model_path else None,
     )
     runner = web.AppRunner(make_app(front))
     await runner.setup()

@@ -15,6 +15,10 @@ from pathlib import Path
 from runtime.adapters import DEFAULT_ADAPTER_ROOT, add_adapter_arguments
 from runtime.vllm.errors import SettingsError
 from runtime.vllm.inputs import MIB, AdminDefaults, Topology
+from runtime.vllm.plan import ADAPTER_MODES
+
+MERGE_DIR = ".merged"
+"""Merge mode's folder under the adapter root (a dot name: never an adapter's name)."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,8 @@ class LauncherSettings:
     base_alias: str | None
     adapters: tuple[str, ...]
     adapter_root: Path
+    adapter_mode: str
+    merge_root: Path
     strict_base_name: bool
     work_dir: Path
     host: str
@@ -107,6 +113,23 @@ def build_parser() -> argparse.ArgumentParser:
     adapters = parser.add_argument_group("adapters")
     add_adapter_arguments(adapters)
     adapters.add_argument(
+        "--adapter-mode",
+        choices=ADAPTER_MODES,
+        default="auto",
+        help="how vLLM applies the adapters: 'lora' serves them as LoRA modules (the model "
+        "name gets all adapters combined, each adapter its own name); 'merge' writes a copy "
+        "of the weights with every adapter merged at its strength and serves that under the "
+        "model name only (needs the model's weight bytes free under --merge-root); 'auto' "
+        "(default): lora where vLLM supports LoRA for the architecture, merge otherwise",
+    )
+    adapters.add_argument(
+        "--merge-root",
+        type=Path,
+        metavar="DIR",
+        help="where merge mode writes the merged weights, one folder per set of inputs "
+        "(default: <adapter-root>/.merged, on the adapters' volume)",
+    )
+    adapters.add_argument(
         "--strict-base-name",
         action="store_true",
         help="refuse an adapter whose base_model_name_or_path names another hub model "
@@ -117,8 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--work-dir",
         type=Path,
         default=Path("/tmp/kaito-vllm"),
-        help="where the combined and scaled adapters and the chat template are written "
-        "(default /tmp/kaito-vllm)",
+        help="where the combined and scaled adapters (lora mode) and the chat template are "
+        "written (default /tmp/kaito-vllm)",
     )
     serving.add_argument("--host", default="0.0.0.0", help="the runtime's address (0.0.0.0)")
     serving.add_argument(
@@ -214,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--dry-run",
         action="store_true",
-        help="check everything, write the adapters, print the plan as JSON and exit",
+        help="check everything, write the adapters (or the merged weights), print the plan as "
+        "JSON and exit",
     )
     run.add_argument(
         "--termination-log",
@@ -287,6 +311,8 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> LauncherSetti
         base_alias=args.base_alias,
         adapters=tuple(args.adapters),
         adapter_root=args.adapter_root or DEFAULT_ADAPTER_ROOT,
+        adapter_mode=args.adapter_mode,
+        merge_root=args.merge_root or (args.adapter_root or DEFAULT_ADAPTER_ROOT) / MERGE_DIR,
         strict_base_name=args.strict_base_name,
         work_dir=args.work_dir,
         host=args.host,

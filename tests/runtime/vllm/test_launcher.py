@@ -225,7 +225,7 @@ def test_without_adapters_the_base_keeps_the_model_name(
         ("rank", "need LoRA rank 18 (--max-lora-rank 32), above the admin's max LoRA rank 16"),
         ("fit", "tiny-llama does not fit"),
         ("missing", "adapter 'ghost': no directory"),
-        ("no-lora", "vLLM cannot serve LoRA adapters for preset tiny-llama"),
+        ("no-lora", "vLLM cannot serve LoRA adapters for preset tiny-llama"),  # --adapter-mode lora
         ("name-clash", "adapter 'tiny-llama' has the name of the served model"),
         ("multi-node", "needs this Pod's ordinal"),
     ],
@@ -263,6 +263,7 @@ def test_prestart_errors_exit_3_with_the_reason(  # noqa: PLR0917 (fixtures)
         extra = ["--adapter", "ghost=0.5"]
     elif case == "no-lora":
         preset["vllm_lora"] = False
+        extra += ["--adapter-mode", "lora"]
     elif case == "name-clash":
         (adapter_root / "tiny-llama").mkdir(exist_ok=True)
         extra = ["--adapter", "tiny-llama=0.5"]

@@ -20,6 +20,17 @@ def test_defaults() -> None:
     assert settings.topology == Topology()
     assert settings.defaults == AdminDefaults()
     assert str(settings.adapter_root) == "/mnt/adapter"
+    assert settings.adapter_mode == "auto"
+    assert str(settings.merge_root) == "/mnt/adapter/.merged"
+
+
+def test_adapter_mode_and_merge_root() -> None:
+    settings = parse_settings(
+        ["--preset", "p", "--adapter-mode", "merge", "--adapter-root", "/data/a"], {}
+    )
+    assert (settings.adapter_mode, str(settings.merge_root)) == ("merge", "/data/a/.merged")
+    moved = parse_settings(["--preset", "p", "--merge-root", "/scratch/merged"], {})
+    assert str(moved.merge_root) == "/scratch/merged"
 
 
 def test_statefulset_pod_from_the_downward_api() -> None:
@@ -75,7 +86,14 @@ def test_help_lists_every_group() -> None:
         cwd=ROOT,
         check=True,
     )
-    for text in ("--adapter NAME[=STRENGTH]", "--node-count", "--max-lora-rank", "--dry-run"):
+    for text in (
+        "--adapter NAME[=STRENGTH]",
+        "--adapter-mode {auto,lora,merge}",
+        "--merge-root DIR",
+        "--node-count",
+        "--max-lora-rank",
+        "--dry-run",
+    ):
         assert text in done.stdout
 
 

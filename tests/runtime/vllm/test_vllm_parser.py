@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.runtime.vllm.probe import run_probe
-from tests.runtime.vllm.scenarios import GOLDEN_DIR, SCENARIOS, WORK
+from tests.runtime.vllm.scenarios import GOLDEN_DIR, MERGED, SCENARIOS, WORK
 
 pytestmark = pytest.mark.slow
 
@@ -70,3 +70,11 @@ def test_vllm_parses_every_golden_argument_list(tmp_path: Path) -> None:
             assert module["base_model_name"] == plan["served_names"][0], where
         if loras:
             assert (got["max_lora_rank"], got["max_loras"]) == (32, 3), where
+        if plan["adapter_mode"] == "merge":
+            # The merged copy under the Workspace's name, LoRA off, no per-adapter names.
+            assert got["model"] == MERGED, where
+            assert got["served_model_name"] == [plan["model_name"]], where
+            assert not got["enable_lora"], where
+            assert [a["name"] for a in plan["merged_adapters"]] == ["adapter-a", "adapter-b"]
+    modes = {plan["adapter_mode"] for _, plan in plans}
+    assert modes == {"none", "lora", "merge"}
