@@ -333,7 +333,7 @@ class Kube:
         *,
         label_selector: str | None = None,
         field_selector: str | None = None,
-        page_size: int = 100,
+        page_size: int = 500,
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> ListResult:
         """Every object (following ``continue`` tokens) and the list's resourceVersion.

@@ -41,8 +41,6 @@ class Needs:
     multi_node: bool
     fit: Fit | None = None
     shape: str = ""
-    note: str = ""
-    """Something the user should know about the choice (e.g. a runtime fallback)."""
 
 
 @dataclass(frozen=True)
@@ -118,21 +116,6 @@ def compute_needs(
             f"preset {inference.preset.name!r} is not in the catalog; use one of "
             f"{', '.join(presets.names())}",
         )
-    note = ""
-    if (
-        runtime is Runtime.VLLM
-        and inference.adapters
-        and not preset.vllm_lora
-        and preset.supports(Runtime.TRANSFORMERS)
-    ):
-        # vLLM serves no LoRA for this architecture (KAITO disallows it for Falcon): the
-        # transformers runtime merges the adapters instead.
-        runtime = Runtime.TRANSFORMERS
-        note = (
-            f"{preset.name} has no LoRA support under vLLM, so it is served by the transformers "
-            f"runtime to apply its adapters (set the annotation kaito.sh/runtime: transformers "
-            "to say so, or remove the adapters to use vLLM)"
-        )
     if not preset.supports(runtime):
         return Unsatisfiable(
             REASON_RUNTIME_UNSUPPORTED,
@@ -155,7 +138,6 @@ def compute_needs(
             multi_node=True,
             fit=fit,
             shape=shape.label,
-            note=note,
         )
     return Needs(
         runtime=runtime,
@@ -166,7 +148,6 @@ def compute_needs(
         multi_node=False,
         fit=fit,
         shape=shape.label,
-        note=note,
     )
 
 

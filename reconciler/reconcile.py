@@ -74,6 +74,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ANNOTATION_DESIRED_HASH = "kaito.sh/desired-hash"
+REFUSED = (400, 403, 422)
+"""API answers that retrying the same request will not change: reported in status."""
+REASON_NODECLAIM_REFUSED = "NodeClaimRefused"
 Key = tuple[str, str]
 
 
@@ -321,7 +324,26 @@ class Reconciler:
 
         plan = plan_nodes(ws, needs, nodes=nodes, claims=claims, ref=self.options.node_class)
         if plan.create:
-            await self._create_claims(ws_obj, plan)
+            try:
+                await self._create_claims(ws_obj, plan)
+            except ApiError as exc:
+                if exc.status not in REFUSED:
+                    raise
+                claim_refused = Cond(
+                    False,
+                    REASON_NODECLAIM_REFUSED,
+                    f"the apiserver refused the NodeClaim: {exc}; check the reconciler's RBAC "
+                    "(create and patch on nodeclaims.karpenter.sh) and the NodeClaim CRD",
+                )
+                await self._write_status(
+                    ws_obj,
+                    claim_refused,
+                    inference_condition(
+                        resource=claim_refused, workload=None, pods=[], replicas=1, endpoint=""
+                    ),
+                    list(ws.status.worker_nodes),
+                )
+                raise
         workload: Obj | None = None
         refused: ApiError | None = None
         if plan.ready:
@@ -330,7 +352,7 @@ class Reconciler:
                     ws=ws, ws_obj=ws_obj, needs=needs, plan=plan, nodes=nodes, config=config
                 )
             except ApiError as exc:
-                if exc.status not in (400, 403, 422):
+                if exc.status not in REFUSED:
                     raise
                 refused = exc  # the apiserver refuses what we render: say so, then back off
                 workload = self._observed_workload(ws, needs)
@@ -349,8 +371,9 @@ class Reconciler:
             inference = Cond(
                 False,
                 REASON_WORKLOAD_REFUSED,
-                f"the apiserver refused the workload: {refused}; this is a reconciler bug or "
-                "a policy (RBAC, admission) in the way: check the reconciler's logs",
+                f"the apiserver refused the workload: {refused}; check the reconciler's RBAC "
+                "(create and patch on deployments, statefulsets and services) and admission "
+                "policies, then the reconciler's logs",
             )
         worker_nodes = list(plan.selected) if plan.ready else list(ws.status.worker_nodes)
         await self._write_status(ws_obj, resource, inference, worker_nodes)
@@ -495,7 +518,7 @@ class Reconciler:
                     "Normal",
                     "WorkloadCreated",
                     f"created {workload_obj['kind']} {ws.name} and Service {ws.name} on "
-                    f"{', '.join(plan.selected)}" + (f"; {needs.note}" if needs.note else ""),
+                    f"{', '.join(plan.selected)}",
                 )
             )
         await self._events(ws_obj, events)

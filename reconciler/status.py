@@ -58,6 +58,7 @@ WARNING_REASONS = {
     REASON_UNSCHEDULABLE,
     REASON_INSUFFICIENT_GPU,
     REASON_WORKLOAD_REFUSED,
+    "NodeClaimRefused",
     "NoFit",
     "UnknownPreset",
     "UnknownInstanceType",

@@ -1,5 +1,7 @@
 """The least privilege the reconciler needs, as RBAC objects (what the install manifests grant).
 
+Server-side apply is a PATCH, but one that creates the object is authorized as ``create`` too.
+
 ``CLUSTER_RULES`` go in a ClusterRole (bound cluster-wide); ``NAMESPACE_RULES`` in a Role in
 the reconciler's own namespace (the Lease and the admin ConfigMap). With ``--namespace`` the
 Workspace, Deployment, StatefulSet, Service and Event rules could move to a Role there, but
@@ -18,16 +20,20 @@ CLUSTER_RULES: list[dict[str, Any]] = [
     {
         "apiGroups": ["karpenter.sh"],
         "resources": ["nodeclaims"],
-        "verbs": ["list", "watch", "patch", "delete"],
+        "verbs": ["list", "watch", "create", "patch", "delete"],
     },
     {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
     {
         "apiGroups": ["apps"],
         "resources": ["deployments", "statefulsets"],
-        "verbs": ["list", "watch", "patch", "delete"],
+        "verbs": ["list", "watch", "create", "patch", "delete"],
     },
-    {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch", "patch", "delete"]},
+    {
+        "apiGroups": [""],
+        "resources": ["services"],
+        "verbs": ["list", "watch", "create", "patch", "delete"],
+    },
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
 

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
 from tests.cluster.harness import ControlPlane
 from tests.reconciler import examples, rbac
-from tests.reconciler.helpers import StartReconciler, apply, claims_of, get, wait_ready
+from tests.reconciler.helpers import (
+    StartReconciler,
+    apply,
+    claims_of,
+    get,
+    wait_condition,
+    wait_ready,
+)
 from tests.support.fake_cloud import wait_until
 
 NAME = "workspace-falcon-7b"
@@ -77,3 +85,27 @@ def test_least_privilege_rbac_is_enough(
     log = proc.tail(100000)
     assert "403" not in log, log[-3000:]
     assert "Forbidden" not in log
+
+
+def test_missing_permission_is_reported_in_status(
+    crds: ControlPlane, namespace: str, start_reconciler: StartReconciler, tmp_path: Path
+) -> None:
+    objs = copy.deepcopy(rbac.manifests("kaito-reconciler", namespace))
+    for rule in objs[1]["rules"]:
+        if rule["resources"] == ["nodeclaims"]:
+            rule["verbs"] = [v for v in rule["verbs"] if v != "create"]
+    for obj in objs:
+        crds.kubectl("apply", "-f", "-", input=json.dumps(obj))
+    kubeconfig = _token_kubeconfig(crds, namespace, "kaito-reconciler", tmp_path / "sa.kc")
+    start_reconciler(kubeconfig=kubeconfig)
+    apply(crds, namespace, examples.SEED_FALCON)
+    ws = wait_condition(
+        crds, namespace, NAME, "ResourceReady", "False", reason="NodeClaimRefused", timeout=30
+    )
+    msg = next(c["message"] for c in ws["status"]["conditions"] if c["type"] == "ResourceReady")
+    assert "cannot create resource" in msg
+    assert "check the reconciler's RBAC" in msg
+    # Give the permission back: the backoff retries and the Workspace becomes Ready.
+    for obj in rbac.manifests("kaito-reconciler", namespace):
+        crds.kubectl("apply", "-f", "-", input=json.dumps(obj))
+    wait_ready(crds, namespace, NAME)

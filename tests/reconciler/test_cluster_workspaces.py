@@ -62,8 +62,7 @@ def test_seed_example_becomes_ready(
 
     spec = _pod_spec(crds, namespace, NAME)
     container = spec["containers"][0]
-    # falcon-7b has no vLLM LoRA support: with adapters it is served by transformers.
-    runtime = "runtime.vllm" if example == "falcon-vllm" else "runtime.server"
+    runtime = "runtime.server" if example == "falcon-transformers" else "runtime.vllm"
     assert container["command"][:3] == ["python", "-m", runtime]
     assert container["ports"][0]["containerPort"] == 5000
     assert container["readinessProbe"]["httpGet"]["path"] == "/health"
