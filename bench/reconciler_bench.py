@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from reconciler.kube import Kube, load_kubeconfig  # noqa: E402
-from reconciler.resources import DEPLOYMENTS, WORKSPACES  # noqa: E402
+from reconciler.resources import DEPLOYMENTS, NODECLAIMS, NODES, WORKSPACES  # noqa: E402
 from tests.cluster.harness import ANNOTATION_FAKE_NODE, ControlPlane, free_port  # noqa: E402
 from tests.reconciler.helpers import die_with_parent  # noqa: E402
 from tests.support.fake_cloud import FakeCloud  # noqa: E402
@@ -126,10 +126,21 @@ async def create_all(cp: ControlPlane, n: int) -> None:
         await asyncio.gather(*(one(i) for i in range(n)))
 
 
-async def progress(cp: ControlPlane) -> tuple[int, int]:
+async def progress(cp: ControlPlane) -> tuple[int, int, int, int]:
+    """NodeClaims, Ready nodes, Deployments and InferenceReady Workspaces."""
     async with Kube(load_kubeconfig(cp.kubeconfig), field_manager="bench") as kube:
+        claims = await kube.list(NODECLAIMS)
+        nodes = await kube.list(NODES)
         deps = await kube.list(DEPLOYMENTS, NAMESPACE)
         wss = await kube.list(WORKSPACES, NAMESPACE)
+    ready_nodes = sum(
+        1
+        for n in nodes.items
+        if any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in (n.get("status") or {}).get("conditions") or []
+        )
+    )
     ready = sum(
         1
         for w in wss.items
@@ -138,7 +149,7 @@ async def progress(cp: ControlPlane) -> tuple[int, int]:
             for c in (w.get("status") or {}).get("conditions") or []
         )
     )
-    return len(deps.items), ready
+    return len(claims.items), ready_nodes, len(deps.items), ready
 
 
 def run(n: int, idle_s: float, timeout_s: float) -> dict[str, Any]:
@@ -191,12 +202,14 @@ def run(n: int, idle_s: float, timeout_s: float) -> dict[str, Any]:
                 t0 = time.monotonic()
                 asyncio.run(create_all(cp, n))
                 t_submitted = time.monotonic() - t0
-                t_created = t_ready = None
-                peak_sampled = 0
+                t_claims = t_nodes = t_created = t_ready = None
                 while time.monotonic() - t0 < timeout_s:
-                    created, ready = asyncio.run(progress(cp))
-                    peak_sampled = max(peak_sampled, rss_kib(proc.pid, "VmRSS"))
+                    claims, nodes, created, ready = asyncio.run(progress(cp))
                     now = time.monotonic() - t0
+                    if t_claims is None and claims >= n:
+                        t_claims = now
+                    if t_nodes is None and nodes >= n:
+                        t_nodes = now
                     if t_created is None and created >= n:
                         t_created = now
                     if ready >= n:
@@ -234,6 +247,8 @@ def run(n: int, idle_s: float, timeout_s: float) -> dict[str, Any]:
                 result = {
                     "workspaces": n,
                     "submit_s": round(t_submitted, 1),
+                    "all_nodeclaims_created_s": None if t_claims is None else round(t_claims, 1),
+                    "all_nodes_ready_s": None if t_nodes is None else round(t_nodes, 1),
                     "all_workloads_created_s": None if t_created is None else round(t_created, 1),
                     "all_inference_ready_s": None if t_ready is None else round(t_ready, 1),
                     "reconciler_rss_idle_start_mib": round(base_rss / 1024, 1),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +76,11 @@ def test_bad_flag_exits_2_with_the_message() -> None:
     )
     assert res.returncode == 2
     assert "--workers=0 is out of bounds" in res.stderr
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "reconciler" / "README.md").read_text()
+    for f in dataclasses.fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        assert f"`{flag}" in readme, flag
+        assert f"KAITO_RECONCILER_{f.name.upper()}" in readme, f.name

@@ -45,6 +45,8 @@ FINALIZER = "karpenter.sh/termination"
 INSTANCE_TYPE = "node.kubernetes.io/instance-type"
 CONDITIONS = ("Launched", "Registered", "Initialized", "Ready")
 MERGE = "application/merge-patch+json"
+WORKERS = 8
+"""Claims handled at once (one claim is only ever handled by one worker at a time)."""
 
 
 def _now() -> str:
@@ -106,6 +108,7 @@ class FakeCloud:
         self._stopping: asyncio.Event | None = None
         self._started = threading.Event()
         self._pending: dict[str, asyncio.TimerHandle] = {}
+        self._busy: set[str] = set()
 
     # ------------------------------------------------------------------ knobs
 
@@ -153,7 +156,7 @@ class FakeCloud:
             self._queue: asyncio.Queue[str] = asyncio.Queue()
             tasks = [
                 asyncio.ensure_future(self._watch()),
-                asyncio.ensure_future(self._work()),
+                *(asyncio.ensure_future(self._work()) for _ in range(WORKERS)),
             ]
             self._started.set()
             await self._stopping.wait()
@@ -200,6 +203,10 @@ class FakeCloud:
     async def _work(self) -> None:
         while True:
             name = await self._queue.get()
+            if name in self._busy:  # another worker has it: look again shortly
+                self._schedule(name, 0.1)
+                continue
+            self._busy.add(name)
             try:
                 await self._handle(name)
             except asyncio.CancelledError:
@@ -207,6 +214,8 @@ class FakeCloud:
             except Exception as exc:
                 log.debug("fake cloud %s: %r", name, exc)
                 self._schedule(name, 0.5)
+            finally:
+                self._busy.discard(name)
 
     # ------------------------------------------------------------------ one claim
 
