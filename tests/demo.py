@@ -125,7 +125,7 @@ class Proc:
     def _read(self) -> None:
         assert self.popen is not None
         assert self.popen.stdout is not None
-        with open(self.log, "a", encoding="utf-8") as fh:
+        with self.popen.stdout, open(self.log, "a", encoding="utf-8") as fh:
             for line in self.popen.stdout:
                 fh.write(line)
                 fh.flush()

@@ -20,7 +20,7 @@ from api.config import DEFAULT_CONFIG, AdminConfig, parse_config
 from api.errors import ConfigError
 from api.presets import load_presets
 from api.skus import load_skus
-from api.workspace import RUNTIME_ANNOTATION, Workspace
+from api.workspace import Workspace
 from reconciler.errors import SettingsError
 from reconciler.local.adapters import folder_problems, link_adapters
 from reconciler.local.errors import AdapterDirError, InvalidWorkspaceError, LocalError
@@ -28,6 +28,7 @@ from reconciler.local.plan import (
     LocalOptions,
     LocalPlan,
     adapter_problems,
+    asks_runtime,
     base_url,
     build_plan,
     check,
@@ -159,7 +160,6 @@ def run(settings: LocalSettings) -> int:
     if problems:
         raise AdapterDirError(problems)
     model = resolve_model(settings.model)
-    annotations = (obj.get("metadata") or {}).get("annotations") or {}
     workdir = Path(tempfile.mkdtemp(prefix="kaito-local-"))
     try:
         options = LocalOptions(
@@ -176,7 +176,7 @@ def run(settings: LocalSettings) -> int:
             defaulted,
             config,
             options,
-            annotated=isinstance(annotations, dict) and RUNTIME_ANNOTATION in annotations,
+            annotated=asks_runtime(obj),
         )
         describe(plan, source, dirs)
         if settings.dry_run:

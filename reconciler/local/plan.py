@@ -32,7 +32,7 @@ from api.defaults import default
 from api.errors import WorkspaceParseError
 from api.presets import Preset, PresetCatalog, load_presets
 from api.sizing import gib, min_total_gpu_memory_bytes
-from api.skus import MIB, SkuCatalog, load_skus
+from api.skus import GIB, MIB, SkuCatalog, load_skus
 from api.validation import FieldError, ValidationContext, validate_create
 from api.workspace import RUNTIME_ANNOTATION, Runtime, Workspace
 from reconciler.labels import CONTAINER_NAME, GPU_RESOURCE, LABEL_GPU_MEMORY
@@ -142,6 +142,13 @@ def config_data(doc: Any, source: str) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- admission
 
 
+def asks_runtime(obj: Any) -> bool:
+    """Whether the user's object sets the ``kaito.sh/runtime`` annotation itself."""
+    meta = obj.get("metadata") if isinstance(obj, Mapping) else None
+    annotations = meta.get("annotations") if isinstance(meta, Mapping) else None
+    return isinstance(annotations, Mapping) and RUNTIME_ANNOTATION in annotations
+
+
 def check(obj: Any, config: AdminConfig) -> tuple[dict[str, Any], list[FieldError]]:
     """The webhook's admission of a new Workspace: the defaulted object and every problem."""
     defaulted = default(obj, config) if isinstance(obj, Mapping) else obj
@@ -222,7 +229,7 @@ def _size(
             return ws, needs, [PSEUDO_NODE], f"instance type {needs.shape}"
     moved = _on_pseudo_node(obj)
     local = Workspace.from_dict(moved)
-    memory = max(memory_bytes, min_total_gpu_memory_bytes(preset))
+    memory = max(memory_bytes, min_total_gpu_memory_bytes(preset) + GIB)  # + rounding room
     node = pseudo_node(local, memory)
     needs = compute_needs(
         local, presets=presets, skus=skus, config=config, nodes={PSEUDO_NODE: node}
