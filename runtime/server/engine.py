@@ -214,7 +214,9 @@ class Engine:
             if self._stopping:
                 raise OverloadedError("the server is shutting down", retry_after=self._retry_after)
             queued = len(self._waiting) + self._beams_pending
-            if queued >= self._max_queued:
+            waiting_rows = sum(j.n for j in self._waiting)
+            fits_now = self._running_rows + waiting_rows + job.rows <= self._max_rows
+            if queued >= self._max_queued and not (fits_now and job.rows):
                 raise OverloadedError(
                     f"the server is at capacity ({self._running_rows} sequences running, "
                     f"{queued} requests queued, --max-queued-requests {self._max_queued}); "

@@ -106,7 +106,8 @@ class Settings:
     max_queued_requests: Annotated[
         int,
         Opt(
-            "most requests waiting for a batch slot; beyond it the server answers 429",
+            "most requests waiting for a free batch slot; beyond it the server answers 429 "
+            "(a request that fits in the batch at once is always accepted)",
             minimum=0,
             maximum=1_000_000,
         ),
