@@ -157,6 +157,7 @@ class Offline:
         self.model = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype))
         self.model.to(device).eval()
         self.device = device
+        self.parameters = sum(p.numel() for p in self.model.parameters())
 
     def run(self, prompts: list[str], tokens: int) -> dict[str, Any]:
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.device)
@@ -300,6 +301,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "command": " ".join(sys.argv),
         "ratios": ratios,
         "model": model,
+        "parameters": offline.parameters,
         "device": args.device,
         "dtype": args.dtype,
         "adapters": args.adapter,
@@ -359,6 +361,7 @@ def report(data: dict[str, Any], headline: int) -> str:
 
 
 def plot(data: dict[str, Any], path: Path) -> None:
+    """tokens/s against concurrent clients, one line per system."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -380,8 +383,10 @@ def plot(data: dict[str, Any], path: Path) -> None:
     ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_xlabel("concurrent clients")
     ax.set_ylabel(f"generated tokens/s ({data['tokens']} per request, greedy)")
+    size = f"{data['parameters'] / 1e6:.1f}M-parameter " if "parameters" in data else ""
     ax.set_title(
-        f"21M-parameter Llama, {data['device']} {data['dtype']}, median of {data['rounds']} rounds"
+        f"{size}Llama, {data['device']} {data['dtype']}, median of {data['rounds']} rounds",
+        fontsize=10,
     )
     ax.grid(True, alpha=0.3)
     ax.legend()
