@@ -587,7 +587,8 @@ class Engine:
                     (input_ids.shape[0],), job.cancelled, dtype=torch.bool, device=input_ids.device
                 )
 
-        self._observer.request_admitted(time.monotonic() - job.submitted, len(job.prompt))
+        started = time.monotonic()
+        self._observer.request_admitted(started - job.submitted, len(job.prompt))
         ids = torch.tensor([job.prompt], dtype=torch.long, device=self._device)
         out = self._model.generate(
             input_ids=ids,
@@ -614,5 +615,6 @@ class Engine:
             job.generated += len(sequence)
             reason = "abort" if job.cancelled else "stop" if ended else "length"
             events.append(FinishEvent(index, reason))
+        self._observer.step_done(job.n, job.generated, now - started)
         self._observer.request_done(now - job.submitted, job.generated)
         job.sink(events)
