@@ -45,3 +45,8 @@ class ShapeMismatchError(IncompatibleAdapterError):
 
 class BaseModelMismatchError(IncompatibleAdapterError):
     """The adapter was trained for another base model (only raised when asked to be strict)."""
+
+
+class CheckpointError(AdapterError):
+    """The base checkpoint cannot be merged on disk (not safetensors, incomplete, quantised
+    targets, or the merged copy cannot be written)."""

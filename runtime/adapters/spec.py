@@ -115,7 +115,11 @@ def check_adapter_dir(name: str, path: Path) -> None:
     """Raise unless ``path`` holds a PEFT adapter (config and weights) for adapter ``name``."""
     if not path.is_dir():
         root = path.parent
-        present = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        present = (
+            sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+            if root.is_dir()
+            else []
+        )
         raise AdapterNotFoundError(
             f"adapter {name!r}: no directory {path} (adapters present under {root}: "
             f"{', '.join(present) or 'none'}); the adapter's init container must copy the "
@@ -157,8 +161,8 @@ def resolve_adapters(
     return specs
 
 
-def add_adapter_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--adapter`` (repeatable) and ``--adapter-root`` to a launcher's argument parser."""
+def add_adapter_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Add ``--adapter`` (repeatable) and ``--adapter-root`` to a parser or argument group."""
     parser.add_argument(
         "--adapter",
         dest="adapters",

@@ -1,0 +1,140 @@
+"""Workspaces used by the reconciler tests: the seed's three examples and a few more."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+ADAPTER_IMAGE = "myregistry.azurecr.io/adapters/falcon-7b-adapter:0.1"
+
+SEED_FALCON = """
+apiVersion: kaito.sh/v1alpha1
+kind: Workspace
+metadata:
+  name: workspace-falcon-7b
+resource:
+  instanceType: "Standard_NC6s_v3"
+  labelSelector:
+    matchLabels:
+      apps: falcon-7b
+inference:
+  preset:
+    name: "falcon-7b"
+"""
+
+SEED_TRANSFORMERS = """
+apiVersion: kaito.sh/v1alpha1
+kind: Workspace
+metadata:
+  name: workspace-falcon-7b
+  annotations:
+    kaito.sh/runtime: "transformers"
+resource:
+  instanceType: "Standard_NC12s_v3"
+  labelSelector:
+    matchLabels:
+      apps: falcon-7b
+inference:
+  preset:
+    name: "falcon-7b"
+"""
+
+SEED_ADAPTERS = """
+apiVersion: kaito.sh/v1alpha1
+kind: Workspace
+metadata:
+  name: workspace-falcon-7b
+resource:
+  instanceType: "Standard_NC12s_v3"
+  labelSelector:
+    matchLabels:
+      apps: falcon-7b
+inference:
+  preset:
+    name: "falcon-7b"
+  adapters:
+    - source:
+        name: "falcon-7b-adapter"
+        image:  "<YOUR_IMAGE>"
+      strength: "0.2"
+""".replace("<YOUR_IMAGE>", ADAPTER_IMAGE)
+
+MULTI_NODE = """
+apiVersion: kaito.sh/v1alpha1
+kind: Workspace
+metadata:
+  name: workspace-llama-2-13b
+resource:
+  instanceType: "Standard_NC6s_v3"
+  labelSelector:
+    matchLabels:
+      apps: llama-2-13b
+inference:
+  preset:
+    name: "llama-2-13b"
+"""
+
+PREFERRED = """
+apiVersion: kaito.sh/v1alpha1
+kind: Workspace
+metadata:
+  name: workspace-phi-2
+resource:
+  labelSelector:
+    matchLabels:
+      apps: phi-2
+  preferredNodes:
+    - gpu-a
+    - gpu-b
+inference:
+  preset:
+    name: "phi-2"
+"""
+
+TEMPLATE = """
+apiVersion: kaito.sh/v1alpha1
+kind: Workspace
+metadata:
+  name: workspace-custom
+resource:
+  instanceType: "Standard_NC6s_v3"
+  labelSelector:
+    matchLabels:
+      apps: custom
+inference:
+  template:
+    metadata:
+      labels:
+        team: ml
+    spec:
+      containers:
+        - name: server
+          image: registry.example.com/custom-llm:1.0
+          ports:
+            - containerPort: 8080
+          resources:
+            limits:
+              nvidia.com/gpu: "1"
+"""
+
+SEEDS = {
+    "falcon-vllm": SEED_FALCON,
+    "falcon-transformers": SEED_TRANSFORMERS,
+    "falcon-adapters": SEED_ADAPTERS,
+}
+ALL = {
+    **SEEDS,
+    "llama-multinode": MULTI_NODE,
+    "phi-preferred": PREFERRED,
+    "custom-template": TEMPLATE,
+}
+
+
+def load(
+    text: str, namespace: str = "default", uid: str = "uid-1", generation: int = 1
+) -> dict[str, Any]:
+    """The example as the apiserver would return it (namespace, uid and generation set)."""
+    obj: dict[str, Any] = yaml.safe_load(text)
+    obj["metadata"].update(namespace=namespace, uid=uid, generation=generation)
+    return obj

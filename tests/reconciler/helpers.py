@@ -1,0 +1,246 @@
+"""Helpers for the reconciler's cluster tests: a reconciler process and kubectl shortcuts."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.cluster.harness import ControlPlane, free_port
+from tests.support.fake_cloud import wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+
+FAST = [
+    "--relist-interval-s",
+    "3",
+    "--pending-requeue-s",
+    "1",
+    "--backoff-base-s",
+    "0.2",
+    "--backoff-max-s",
+    "2",
+    "--lease-duration-s",
+    "3",
+    "--renew-deadline-s",
+    "2",
+    "--retry-period-s",
+    "0.3",
+]
+
+
+class ReconcilerProc:
+    """One ``python -m reconciler`` process."""
+
+    def __init__(self, cp: ControlPlane, namespace: str, args: list[str], log: Path) -> None:
+        self.cp = cp
+        self.namespace = namespace
+        self.port = free_port()
+        self.args = args
+        self.log = log
+        self.identity = ""
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ReconcilerProc:
+        argv = [
+            sys.executable,
+            "-m",
+            "reconciler",
+            "--kubeconfig",
+            str(self.cp.kubeconfig),
+            "--namespace",
+            self.namespace,
+            "--lease-namespace",
+            self.namespace,
+            "--config-namespace",
+            self.namespace,
+            "--metrics-host",
+            "127.0.0.1",
+            "--metrics-port",
+            str(self.port),
+            "--log-level",
+            "DEBUG",
+            *FAST,
+            *self.args,
+        ]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KAITO_RECONCILER_")}
+        env["PYTHONPATH"] = str(REPO)
+        with open(self.log, "ab") as fh:
+            self.popen = subprocess.Popen(
+                argv,
+                cwd=REPO,
+                env=env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_until(self.ready, 30, f"reconciler on port {self.port} to be ready")
+        return self
+
+    def ready(self) -> bool:
+        if self.popen is None or self.popen.poll() is not None:
+            raise AssertionError(f"reconciler exited:\n{self.tail()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def metrics(self) -> dict[str, float]:
+        """``name{label="v",...}`` → value, for every sample."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+                out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+        return out
+
+    def total(self, prefix: str) -> float:
+        return sum(v for k, v in self.metrics().items() if k.startswith(prefix))
+
+    def signal(self, sig: int) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            os.kill(self.popen.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup at all, as in a crash."""
+        self.signal(signal.SIGKILL)
+        if self.popen is not None:
+            self.popen.wait(10)
+
+    def stop(self) -> None:
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        self.signal(signal.SIGCONT)
+        self.signal(signal.SIGTERM)
+        try:
+            self.popen.wait(15)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def tail(self, n: int = 60) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        return ""
+
+
+StartReconciler = Callable[..., "ReconcilerProc"]
+
+
+# ---------------------------------------------------------------------------- kubectl
+
+
+def apply(cp: ControlPlane, namespace: str, manifest: str | dict[str, Any]) -> None:
+    text = manifest if isinstance(manifest, str) else json.dumps(manifest)
+    cp.kubectl("apply", "-n", namespace, "-f", "-", input=text)
+
+
+def get(cp: ControlPlane, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+    args = ["get", kind, name, "-o", "json", "--ignore-not-found"]
+    if namespace:
+        args += ["-n", namespace]
+    out = cp.kubectl(*args).stdout.strip()
+    return json.loads(out) if out else None
+
+
+def conditions(ws: dict[str, Any] | None) -> dict[str, tuple[str, str]]:
+    return {
+        c["type"]: (c["status"], c["reason"])
+        for c in ((ws or {}).get("status") or {}).get("conditions") or []
+    }
+
+
+def wait_ready(cp: ControlPlane, namespace: str, name: str, timeout: float = 60) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        ws = get(cp, "workspace", namespace, name)
+        conds = conditions(ws)
+        if all(
+            conds.get(t, ("",))[0] == "True"
+            for t in ("ResourceReady", "InferenceReady", "WorkspaceSucceeded")
+        ):
+            return ws
+        return None
+
+    try:
+        result: dict[str, Any] = wait_until(ready, timeout, f"workspace {name} ready")
+    except AssertionError:
+        ws = get(cp, "workspace", namespace, name)
+        raise AssertionError(
+            f"workspace {namespace}/{name} not ready: "
+            f"{json.dumps((ws or {}).get('status'), indent=1)}"
+        ) from None
+    return result
+
+
+def wait_condition(
+    cp: ControlPlane,
+    namespace: str,
+    name: str,
+    type_: str,
+    status: str,
+    *,
+    reason: str | None = None,
+    timeout: float = 60,
+) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        ws = get(cp, "workspace", namespace, name)
+        got = conditions(ws).get(type_)
+        if got and got[0] == status and (reason is None or got[1] == reason):
+            return ws
+        return None
+
+    try:
+        result: dict[str, Any] = wait_until(check, timeout, f"{type_}={status} ({reason})")
+    except AssertionError:
+        ws = get(cp, "workspace", namespace, name)
+        raise AssertionError(
+            f"{namespace}/{name}: {type_} never became {status}/{reason}: "
+            f"{json.dumps((ws or {}).get('status'), indent=1)}"
+        ) from None
+    return result
+
+
+def items(
+    cp: ControlPlane, kind: str, namespace: str | None = None, selector: str | None = None
+) -> list[dict[str, Any]]:
+    args = ["get", kind, "-o", "json"]
+    args += ["-n", namespace] if namespace else []
+    args += ["-l", selector] if selector else []
+    result: list[dict[str, Any]] = json.loads(cp.kubectl(*args).stdout)["items"]
+    return result
+
+
+def events(cp: ControlPlane, namespace: str, name: str) -> list[tuple[str, str, str]]:
+    evs = items(cp, "events", namespace)
+    return [
+        (e["type"], e["reason"], e.get("message", ""))
+        for e in evs
+        if e["involvedObject"].get("kind") == "Workspace"
+        and e["involvedObject"].get("name") == name
+    ]
+
+
+def claims_of(cp: ControlPlane, namespace: str, name: str) -> list[dict[str, Any]]:
+    return items(
+        cp, "nodeclaims", None, f"kaito.sh/workspace={name},kaito.sh/workspacenamespace={namespace}"
+    )
+
+
+def settle(seconds: float) -> None:
+    """Let the system run; used only where a test checks that nothing happens."""
+    time.sleep(seconds)

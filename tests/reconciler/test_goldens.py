@@ -1,0 +1,69 @@
+"""The rendered NodeClaims and workloads of the examples match their golden files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.reconciler import examples, goldens
+
+
+@pytest.mark.parametrize("name", list(examples.ALL))
+def test_render_matches_golden(name: str) -> None:
+    got = goldens.dump(goldens.case(name))
+    want = goldens.path(name).read_text()
+    assert got == want, f"run `python -m tests.reconciler.goldens --update` and review {name}"
+
+
+def test_seed_examples_have_the_documented_shape() -> None:
+    vllm = json.loads(goldens.path("falcon-vllm").read_text())
+    transformers = json.loads(goldens.path("falcon-transformers").read_text())
+    adapters = json.loads(goldens.path("falcon-adapters").read_text())
+    for case in (vllm, transformers, adapters):
+        kinds = [o["kind"] for o in case["workload"]]
+        assert kinds == ["Service", "Deployment"]
+        svc = case["workload"][0]
+        assert svc["spec"]["type"] == "ClusterIP"
+        assert svc["spec"]["ports"][0]["port"] == 80
+        assert svc["spec"]["ports"][0]["targetPort"] == 5000
+        assert len(case["nodeclaims"]) == 1
+    assert vllm["workload"][1]["spec"]["template"]["spec"]["containers"][0]["command"][2] == (
+        "runtime.vllm"
+    )
+    tcmd = transformers["workload"][1]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert tcmd[2] == "runtime.server"
+    # transformers spreads falcon-7b over both V100s of Standard_NC12s_v3
+    res = transformers["workload"][1]["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert res == {"requests": {"nvidia.com/gpu": "2"}, "limits": {"nvidia.com/gpu": "2"}}
+    pod = adapters["workload"][1]["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == ["falcon-7b-adapter"]
+    assert pod["initContainers"][0]["image"] == examples.ADAPTER_IMAGE
+    cmd = pod["containers"][0]["command"]
+    assert cmd[cmd.index("--adapter") + 1] == "falcon-7b-adapter=0.2"
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts == {"dshm": "/dev/shm", "adapters": "/mnt/adapter"}
+    assert pod["initContainers"][0]["volumeMounts"] == [
+        {"name": "adapters", "mountPath": "/mnt/adapter"}
+    ]
+
+
+def test_multi_node_preset_gets_statefulset_and_headless_service() -> None:
+    case = json.loads(goldens.path("llama-multinode").read_text())
+    kinds = [(o["kind"], o["metadata"]["name"]) for o in case["workload"]]
+    assert kinds == [
+        ("Service", "workspace-llama-2-13b-headless"),
+        ("Service", "workspace-llama-2-13b"),
+        ("StatefulSet", "workspace-llama-2-13b"),
+    ]
+    assert case["workload"][0]["spec"]["clusterIP"] == "None"
+    sts = case["workload"][2]["spec"]
+    assert sts["replicas"] == 2
+    assert sts["serviceName"] == "workspace-llama-2-13b-headless"
+    assert len(case["nodeclaims"]) == 2
+
+
+def test_preferred_nodes_need_no_nodeclaim() -> None:
+    case = json.loads(goldens.path("phi-preferred").read_text())
+    assert case["nodeclaims"] == []
+    assert case["second_plan"]["selected"] == ["gpu-a"]

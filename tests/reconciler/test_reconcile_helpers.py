@@ -1,0 +1,100 @@
+"""Pure helpers of the reconcile shell and the loop: apply decisions and event routing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reconciler.controller import keys_for
+from reconciler.reconcile import (
+    ANNOTATION_DESIRED_HASH,
+    is_subset,
+    needs_apply,
+    strategy_of,
+    with_hash,
+)
+from reconciler.workload import choose_strategy, free_gpus
+from tests.reconciler.goldens import ready_node
+
+
+def test_subset_ignores_fields_the_server_adds_but_not_changed_or_removed_items() -> None:
+    want = {"spec": {"ports": [{"port": 80, "targetPort": 5000}], "selector": {"a": "b"}}}
+    have = {
+        "spec": {
+            "ports": [{"port": 80, "targetPort": 5000, "protocol": "TCP"}],
+            "selector": {"a": "b"},
+            "clusterIP": "10.0.0.1",
+        }
+    }
+    assert is_subset(want, have)
+    assert not is_subset(want, {"spec": {**have["spec"], "selector": {"a": "c"}}})
+    two = {"spec": {**have["spec"], "ports": [*have["spec"]["ports"], {"port": 81}]}}
+    assert not is_subset(want, two)
+    assert is_subset({"q": 1}, {"q": "1"})
+
+
+def test_apply_only_when_missing_changed_or_drifted() -> None:
+    desired = with_hash({"kind": "Service", "metadata": {"name": "w"}, "spec": {"a": 1}})
+    observed: dict[str, Any] = {
+        "kind": "Service",
+        "metadata": {
+            "name": "w",
+            "uid": "u",
+            "annotations": {
+                ANNOTATION_DESIRED_HASH: desired["metadata"]["annotations"][ANNOTATION_DESIRED_HASH]
+            },
+        },
+        "spec": {"a": 1, "extra": True},
+    }
+    assert not needs_apply(desired, observed)
+    assert needs_apply(desired, None)
+    assert needs_apply(desired, {**observed, "spec": {"a": 2}})  # someone edited our field
+    changed = with_hash({"kind": "Service", "metadata": {"name": "w"}, "spec": {}})
+    assert needs_apply(changed, observed)  # we dropped a field: the hash tells
+
+
+def test_strategy_follows_free_gpus() -> None:
+    nodes = {"n": ready_node("n", "Standard_NC12s_v3", gpus=2, labels={})}
+    pods = [
+        {"status": {"phase": "Running"}, "spec": {"nodeName": "n", "gpus": 1}},
+        {"status": {"phase": "Succeeded"}, "spec": {"nodeName": "n", "gpus": 1}},
+    ]
+    assert free_gpus(nodes, pods) == 1
+    assert choose_strategy(1, 1) == "surge"
+    assert choose_strategy(2, 1) == "recreate"
+    assert strategy_of({"spec": {"strategy": {"rollingUpdate": {"maxSurge": 1}}}}) == "surge"
+    assert strategy_of({"spec": {"strategy": {"rollingUpdate": {"maxSurge": 0}}}}) == "recreate"
+    assert strategy_of(None) is None
+
+
+def test_changes_wake_the_right_workspaces() -> None:
+    ws = [
+        {
+            "metadata": {"namespace": "a", "name": "ready"},
+            "resource": {},
+            "status": {
+                "workerNodes": ["n1"],
+                "conditions": [{"type": "ResourceReady", "status": "True"}],
+            },
+        },
+        {
+            "metadata": {"namespace": "a", "name": "other"},
+            "resource": {},
+            "status": {
+                "workerNodes": ["n9"],
+                "conditions": [{"type": "ResourceReady", "status": "True"}],
+            },
+        },
+        {"metadata": {"namespace": "b", "name": "waiting"}, "resource": {}, "status": {}},
+    ]
+    pod = {"metadata": {"namespace": "a", "name": "p", "labels": {"kaito.sh/workspace": "ready"}}}
+    assert keys_for("Pod", None, pod, ws) == {("a", "ready")}
+    claim = {
+        "metadata": {
+            "name": "c",
+            "labels": {"kaito.sh/workspace": "x", "kaito.sh/workspacenamespace": "z"},
+        }
+    }
+    assert keys_for("NodeClaim", claim, None, ws) == {("z", "x")}
+    node = {"metadata": {"name": "n1", "labels": {}}}
+    assert keys_for("Node", None, node, ws) == {("a", "ready"), ("b", "waiting")}
+    assert keys_for("Pod", None, {"metadata": {"namespace": "a", "name": "x"}}, ws) == set()
