@@ -363,7 +363,7 @@ class Engine:
             next_tokens=torch.zeros(len(rows), dtype=torch.long, device=self._device),
             sampler=self._sampler(rows),
         )
-        self._choose_and_emit(batch, out.logits[:, -1, :].float(), started)
+        self._choose_and_emit(batch, out.logits[:, -1, :].to(self._device, torch.float32), started)
         self._merge(batch)
 
     def _sampler(self, rows: Sequence[_Row]) -> BatchSampler:
@@ -392,7 +392,7 @@ class Engine:
         batch.cache = out.past_key_values
         batch.mask = mask
         batch.positions = batch.positions + 1
-        self._choose_and_emit(batch, out.logits[:, -1, :].float(), started)
+        self._choose_and_emit(batch, out.logits[:, -1, :].to(self._device, torch.float32), started)
         self._compact()
 
     def _choose_and_emit(self, batch: _Batch, logits: torch.Tensor, started: float) -> None:

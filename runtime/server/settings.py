@@ -59,7 +59,9 @@ class Settings:
     device: Annotated[
         str,
         Opt(
-            "where to run: auto picks cuda when present, else cpu", choices=("auto", "cpu", "cuda")
+            "where to run: auto picks cuda when present, else cpu; cuda uses every visible GPU "
+            "(the layers are split over them when there are several)",
+            choices=("auto", "cpu", "cuda"),
         ),
     ] = "auto"
     dtype: Annotated[
