@@ -239,10 +239,10 @@ def check_disconnects(slow_server: RunningServer, http: httpx.Client) -> None:
 def test_a_disconnect_is_noticed_without_handler_cancellation(tiny_model: Path) -> None:
     """Other runners may not cancel handlers: the server then polls the connection."""
     from runtime.server.loader import load_model
-    from tests.support.tiny_model import BENCH_SPEC, build_tiny_llama
+    from tests.support.tiny_model import MEDIUM_SPEC, build_tiny_llama
 
     running = RunningServer(
-        make_settings(build_tiny_llama(BENCH_SPEC)), load_model, handler_cancellation=False
+        make_settings(build_tiny_llama(MEDIUM_SPEC)), load_model, handler_cancellation=False
     )
     try:
         running.wait_ready()
