@@ -100,6 +100,8 @@ class Child:
         on_ready: Callable[[], None],
         on_timeout: Callable[[], None],
     ) -> Outcome:
+        if self.stop_requested.is_set():  # stopped before it started
+            return Outcome(0, False, True, None)
         self.popen = subprocess.Popen(
             self.argv,
             env=self.env,
