@@ -35,7 +35,7 @@ unit: setup
 	$(PY) -m pytest -m "not cluster" $(PYTEST_ARGS)
 
 demo: setup binaries
-	$(PY) -m tests.cluster up --exit
+	$(PY) -m tests.demo
 
 cluster: setup binaries
 	$(PY) -m tests.cluster up

@@ -1,10 +1,6 @@
 """The transformers inference server: ``/chat``, the OpenAI API, batching, metrics.
 
 Run it with ``python -m runtime.server --model DIR``; build it in code with
-``create_app(Settings(model=DIR))``.
+``runtime.server.app.create_app(runtime.server.settings.Settings(model=DIR))``.
+Importing this package loads nothing heavy (torch comes with ``runtime.server.app``).
 """
-
-from runtime.server.app import create_app
-from runtime.server.settings import Settings
-
-__all__ = ["Settings", "create_app"]

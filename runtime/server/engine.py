@@ -214,7 +214,9 @@ class Engine:
             if self._stopping:
                 raise OverloadedError("the server is shutting down", retry_after=self._retry_after)
             queued = len(self._waiting) + self._beams_pending
-            if queued >= self._max_queued:
+            waiting_rows = sum(j.n for j in self._waiting)
+            fits_now = self._running_rows + waiting_rows + job.rows <= self._max_rows
+            if queued >= self._max_queued and not (fits_now and job.rows):
                 raise OverloadedError(
                     f"the server is at capacity ({self._running_rows} sequences running, "
                     f"{queued} requests queued, --max-queued-requests {self._max_queued}); "
@@ -361,7 +363,7 @@ class Engine:
             next_tokens=torch.zeros(len(rows), dtype=torch.long, device=self._device),
             sampler=self._sampler(rows),
         )
-        self._choose_and_emit(batch, out.logits[:, -1, :].float(), started)
+        self._choose_and_emit(batch, out.logits[:, -1, :].to(self._device, torch.float32), started)
         self._merge(batch)
 
     def _sampler(self, rows: Sequence[_Row]) -> BatchSampler:
@@ -390,7 +392,7 @@ class Engine:
         batch.cache = out.past_key_values
         batch.mask = mask
         batch.positions = batch.positions + 1
-        self._choose_and_emit(batch, out.logits[:, -1, :].float(), started)
+        self._choose_and_emit(batch, out.logits[:, -1, :].to(self._device, torch.float32), started)
         self._compact()
 
     def _choose_and_emit(self, batch: _Batch, logits: torch.Tensor, started: float) -> None:
@@ -585,7 +587,8 @@ class Engine:
                     (input_ids.shape[0],), job.cancelled, dtype=torch.bool, device=input_ids.device
                 )
 
-        self._observer.request_admitted(time.monotonic() - job.submitted, len(job.prompt))
+        started = time.monotonic()
+        self._observer.request_admitted(started - job.submitted, len(job.prompt))
         ids = torch.tensor([job.prompt], dtype=torch.long, device=self._device)
         out = self._model.generate(
             input_ids=ids,
@@ -612,5 +615,6 @@ class Engine:
             job.generated += len(sequence)
             reason = "abort" if job.cancelled else "stop" if ended else "length"
             events.append(FinishEvent(index, reason))
+        self._observer.step_done(job.n, job.generated, now - started)
         self._observer.request_done(now - job.submitted, job.generated)
         job.sink(events)

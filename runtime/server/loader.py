@@ -178,12 +178,20 @@ def load_model(settings: Settings) -> LoadedModel:
         str(dtype).removeprefix("torch."),
         device,
     )
+    gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+    placement: dict[str, Any] = {"device_map": "auto"} if gpus > 1 else {}
+    if placement:
+        log.info("splitting the layers over %d GPUs (device_map=auto)", gpus)
     try:
-        model: Any = AutoModelForCausalLM.from_pretrained(settings.model, dtype=dtype, **common)
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            settings.model, dtype=dtype, **placement, **common
+        )
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"--model {settings.model}: cannot load the weights: {exc}") from exc
-    model.to(device)
+    if not placement:
+        model.to(device)
     model.eval()
+    device = model.get_input_embeddings().weight.device  # where inputs go (the first GPU)
     params = sum(p.numel() for p in model.parameters())
     log.info(
         "weights loaded: %s, %.1fM parameters (%.1f s)",

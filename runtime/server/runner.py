@@ -66,13 +66,15 @@ class Generation:
 
     async def events(self) -> AsyncGenerator[tuple[int, list[Event]], None]:
         """Yield ``(job index, events)`` until every row of every job has finished."""
+        watcher = None
+        if self._is_disconnected is not None:
+            watcher = asyncio.create_task(self._watch(self._is_disconnected))
         try:
             while any(self._open):
-                item = await self._next()
-                if item is None:
+                index, events = await self._queue.get()
+                if index < 0:
                     self.disconnected = True
                     return
-                index, events = item
                 for event in events:
                     if isinstance(event, FinishEvent):
                         self._open[index] -= 1
@@ -81,14 +83,14 @@ class Generation:
                         raise EngineError(event.message)
                 yield index, events
         finally:
+            if watcher is not None:
+                watcher.cancel()
             self.cancel_all()
 
-    async def _next(self) -> tuple[int, list[Event]] | None:
-        if self._is_disconnected is None:
-            return await self._queue.get()
+    async def _watch(self, is_disconnected: Callable[[], bool]) -> None:
+        """Wake ``events`` with a sentinel when the client has gone away."""
         while True:
-            try:
-                return await asyncio.wait_for(self._queue.get(), DISCONNECT_POLL_SECONDS)
-            except TimeoutError:
-                if self._is_disconnected():
-                    return None
+            await asyncio.sleep(DISCONNECT_POLL_SECONDS)
+            if is_disconnected():
+                self._queue.put_nowait((-1, []))
+                return

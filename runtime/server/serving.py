@@ -37,6 +37,7 @@ from runtime.server.runner import Generation
 
 IsDisconnected = Callable[[], bool]
 LONG_TEXT = 20_000  # characters beyond which tokenizing runs off the event loop
+MAX_PROMPTS = 64  # prompts in one /v1/completions request (a batch of texts or token lists)
 
 
 class Tokenizing:
@@ -265,6 +266,12 @@ class OpenAIService:
 
     async def _completion_prompts(self, req: CompletionRequest) -> list[tuple[list[int], str]]:
         prompt = req.prompt
+        batch = not isinstance(prompt, str) and not all(isinstance(p, int) for p in prompt)
+        if batch and len(prompt) > MAX_PROMPTS:
+            raise RequestError(
+                f"lists {len(prompt)} prompts; send at most {MAX_PROMPTS} per request",
+                field="prompt",
+            )
         if isinstance(prompt, str):
             texts: list[str] = [prompt]
         elif all(isinstance(p, str) for p in prompt):

@@ -59,7 +59,9 @@ class Settings:
     device: Annotated[
         str,
         Opt(
-            "where to run: auto picks cuda when present, else cpu", choices=("auto", "cpu", "cuda")
+            "where to run: auto picks cuda when present, else cpu; cuda uses every visible GPU "
+            "(the layers are split over them when there are several)",
+            choices=("auto", "cpu", "cuda"),
         ),
     ] = "auto"
     dtype: Annotated[
@@ -106,7 +108,8 @@ class Settings:
     max_queued_requests: Annotated[
         int,
         Opt(
-            "most requests waiting for a batch slot; beyond it the server answers 429",
+            "most requests waiting for a free batch slot; beyond it the server answers 429 "
+            "(a request that fits in the batch at once is always accepted)",
             minimum=0,
             maximum=1_000_000,
         ),

@@ -10,7 +10,7 @@ import pytest
 
 from runtime.server.loader import LoadedModel, load_model
 from tests.runtime.harness import RunningServer, make_settings, start_server
-from tests.support.tiny_model import BENCH_SPEC, build_tiny_llama
+from tests.support.tiny_model import MEDIUM_SPEC, build_tiny_llama
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +28,7 @@ def loaded_tiny(tiny_model: Path) -> LoadedModel:
 def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """A server on the 21M-parameter bench model: slow enough on CPU that a long generation
     is still running when a test looks at it (about 100 times slower per token than tiny)."""
-    running = start_server(make_settings(build_tiny_llama(BENCH_SPEC)))
+    running = start_server(make_settings(build_tiny_llama(MEDIUM_SPEC)))
     running.wait_ready()
     yield running
     running.stop()

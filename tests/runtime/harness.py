@@ -26,8 +26,15 @@ MODEL_NAME = "tiny-llama"
 class RunningServer:
     """A real server in a thread: ``url``, ``state`` (the app's state) and ``stop()``."""
 
-    def __init__(self, settings: Settings, loader: Callable[[Settings], LoadedModel]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        loader: Callable[[Settings], LoadedModel],
+        *,
+        handler_cancellation: bool = True,
+    ) -> None:
         self.settings = settings
+        self.handler_cancellation = handler_cancellation
         self.app = create_app(settings, loader=loader)
         self.loop = asyncio.new_event_loop()
         self._started = threading.Event()
@@ -44,7 +51,9 @@ class RunningServer:
         self.loop.close()
 
     async def _serve(self) -> None:
-        runner = web.AppRunner(self.app, handler_cancellation=True, access_log=None)
+        runner = web.AppRunner(
+            self.app, handler_cancellation=self.handler_cancellation, access_log=None
+        )
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

@@ -67,6 +67,32 @@ def test_completion_several_prompts_and_choices(client: openai.OpenAI) -> None:
     assert by_index[3].startswith("two")
 
 
+def test_token_id_prompts_are_as_long_as_the_context_allows(
+    client: openai.OpenAI, loaded_tiny: LoadedModel
+) -> None:
+    text = "The Kaito controller adds an init container for each adapter. " * 8
+    ids = list(loaded_tiny.tokenizer(text)["input_ids"])
+    assert len(ids) > 64  # longer than the batch limit on the number of prompts
+    completion = client.completions.create(
+        model=MODEL_NAME, prompt=ids, max_tokens=5, temperature=0
+    )
+    expected = loaded_tiny.tokenizer.decode(
+        lone_generate(loaded_tiny, ids, 5), skip_special_tokens=True
+    )
+    # A generation that stops inside a multi-byte character may end without its U+FFFD.
+    assert completion.choices[0].text.rstrip("\ufffd") == expected.rstrip("\ufffd")
+    assert completion.usage is not None
+    assert completion.usage.prompt_tokens == len(ids)
+
+
+def test_too_many_prompts_in_one_request_are_refused(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        client.completions.create(model=MODEL_NAME, prompt=["x"] * 65, max_tokens=1)
+    assert "65 prompts" in str(err.value)
+    assert err.value.body is not None
+    assert err.value.body.get("param") == "prompt"  # type: ignore[union-attr]
+
+
 def test_chat_completion(client: openai.OpenAI, loaded_tiny: LoadedModel) -> None:
     messages: list[Any] = [
         {"role": "system", "content": "You answer briefly."},

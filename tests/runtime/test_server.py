@@ -204,7 +204,11 @@ def test_overload_answers_429_then_recovers(tiny_model: Path, loaded_tiny: Loade
 
 
 def test_a_disconnected_client_frees_its_row(slow_server: RunningServer) -> None:
-    http = httpx.Client(base_url=slow_server.url, timeout=30)
+    with httpx.Client(base_url=slow_server.url, timeout=30) as http:
+        check_disconnects(slow_server, http)
+
+
+def check_disconnects(slow_server: RunningServer, http: httpx.Client) -> None:
     labels = {"finished_reason": "abort", "model_name": "tiny-llama"}
     aborts = metric(http, "vllm:request_success_total", **labels)
     generated = metric(http, "vllm:generation_tokens_total")
@@ -230,4 +234,27 @@ def test_a_disconnected_client_frees_its_row(slow_server: RunningServer) -> None
     assert metric(http, "vllm:request_success_total", **labels) == aborts + 2
     # Both rows left the batch early: far fewer tokens than the 2 x 480 asked for.
     assert metric(http, "vllm:generation_tokens_total") - generated < 480
-    http.close()
+
+
+def test_a_disconnect_is_noticed_without_handler_cancellation(tiny_model: Path) -> None:
+    """Other runners may not cancel handlers: the server then polls the connection."""
+    from runtime.server.loader import load_model
+    from tests.support.tiny_model import MEDIUM_SPEC, build_tiny_llama
+
+    running = RunningServer(
+        make_settings(build_tiny_llama(MEDIUM_SPEC)), load_model, handler_cancellation=False
+    )
+    try:
+        running.wait_ready()
+        with httpx.Client(base_url=running.url, timeout=30) as http:
+            with (
+                httpx.Client(base_url=running.url, timeout=1.0) as client,
+                pytest.raises(httpx.ReadTimeout),
+            ):
+                client.post("/v1/completions", json=LONG)
+            eventually(lambda: metric(http, "vllm:num_requests_running") == 0)
+            labels = {"finished_reason": "abort", "model_name": "tiny-llama"}
+            assert metric(http, "vllm:request_success_total", **labels) == 1
+            assert metric(http, "vllm:generation_tokens_total") < 480
+    finally:
+        running.stop()

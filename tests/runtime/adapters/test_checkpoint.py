@@ -278,9 +278,9 @@ def test_memory_holds_one_weight_not_the_checkpoint(tmp_path: Path) -> None:
     float32 sum and one delta at a time, about 5 MB here; a shard-at-once merge would hold the
     whole file)."""
     from tests.support.tiny_adapters import make_lora_adapter
-    from tests.support.tiny_model import BENCH_SPEC, build_tiny_llama
+    from tests.support.tiny_model import MEDIUM_SPEC, build_tiny_llama
 
-    bench = build_tiny_llama(BENCH_SPEC)
+    bench = build_tiny_llama(MEDIUM_SPEC)
     adapter = make_lora_adapter(
         bench,
         tmp_path / "all",
@@ -308,7 +308,7 @@ def test_memory_holds_one_weight_not_the_checkpoint(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     answer = json.loads(done.stdout.strip().splitlines()[-1])
-    assert answer["changed"] == 7 * BENCH_SPEC.num_hidden_layers
+    assert answer["changed"] == 7 * MEDIUM_SPEC.num_hidden_layers
     assert answer["growth"] < size / 3, (answer, size)
 
 

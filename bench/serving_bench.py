@@ -1,0 +1,435 @@
+"""Serving benchmark: our server vs a one-at-a-time pipeline server vs offline batching.
+
+For each number of concurrent clients N (default 1, 4, 16, 32), each client sends one greedy
+``POST /chat`` asking for exactly 64 new tokens (``min_new_tokens`` = ``max_new_tokens`` = 64),
+all N at once, to
+
+  (a) ``python -m runtime.server`` (continuous batching),
+  (b) ``bench/baseline_server.py`` (one transformers pipeline call at a time),
+
+and (c) one offline, left-padded, batched ``model.generate`` of the same N prompts runs in this
+process (the ceiling: no HTTP, no scheduling). Rounds alternate (c), (a), (b) so that a noisy
+machine hurts all three alike; the report gives medians over rounds.
+
+    python bench/serving_bench.py --rounds 3 --json bench/serving_results.json \\
+        --plot bench/serving_throughput.png
+
+Tokens/s = N x 64 / wall time of the N requests; latency = one request's time, p50/p99 over
+the N requests of a round. Both servers run in their own processes on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.tiny_model import BENCH_SPEC, CORPUS, build_tiny_llama  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def make_prompts(count: int) -> list[str]:
+    """Distinct prompts of 5 to 40 words from the corpus (deterministic)."""
+    words = re.findall(r"[A-Za-z][A-Za-z'-]+", CORPUS.read_text(encoding="utf-8"))
+    prompts = []
+    for i in range(count):
+        length = 5 + (i * 7) % 36
+        start = (i * 97) % (len(words) - length)
+        prompts.append(" ".join(words[start : start + length]))
+    return prompts
+
+
+def body(prompt: str, tokens: int) -> dict[str, Any]:
+    return {
+        "prompt": prompt,
+        "return_full_text": False,
+        "generate_kwargs": {"do_sample": False, "max_new_tokens": tokens, "min_new_tokens": tokens},
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+class Server:
+    def __init__(self, name: str, argv: list[str], port: int) -> None:
+        self.name = name
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = Path(tempfile.gettempdir()) / f"kaito-bench-{name}.log"
+        self.log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            argv, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ}
+        )
+
+    async def wait(self, limit: float = 600) -> None:
+        deadline = time.monotonic() + limit
+        async with aiohttp.ClientSession() as session:
+            while True:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"{self.name} exited; see {self.log_path}")
+                try:
+                    async with session.get(self.url + "/health") as r:
+                        if r.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.name} did not become healthy")
+                await asyncio.sleep(0.5)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+async def generated_tokens(url: str) -> float:
+    async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as r:
+        text = await r.text()
+    match = re.search(r"^vllm:generation_tokens_total\{[^}]*\} (\S+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+async def load(url: str, prompts: list[str], tokens: int) -> dict[str, Any]:
+    """N concurrent clients, one request each; wall time and per-request latencies."""
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=3600)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def one(prompt: str) -> float:
+            started = time.perf_counter()
+            async with session.post(url + "/chat", json=body(prompt, tokens)) as response:
+                payload = await response.json()
+                if response.status != 200:
+                    raise RuntimeError(f"{url}: {response.status} {payload}")
+            return time.perf_counter() - started
+
+        started = time.perf_counter()
+        latencies = await asyncio.gather(*(one(p) for p in prompts))
+        wall = time.perf_counter() - started
+    return {
+        "tokens_per_s": len(prompts) * tokens / wall,
+        "wall_s": wall,
+        "p50_s": percentile(list(latencies), 50),
+        "p99_s": percentile(list(latencies), 99),
+    }
+
+
+class Offline:
+    """(c): one batched ``model.generate`` in this process."""
+
+    def __init__(self, model: str, device: str, dtype: str) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        self.tokenizer.padding_side = "left"
+        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype))
+        self.model.to(device).eval()
+        self.device = device
+        self.parameters = sum(p.numel() for p in self.model.parameters())
+
+    def run(self, prompts: list[str], tokens: int) -> dict[str, Any]:
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.device)
+        self._sync()
+        started = time.perf_counter()
+        with self.torch.inference_mode():
+            out = self.model.generate(
+                **enc,
+                do_sample=False,
+                max_new_tokens=tokens,
+                min_new_tokens=tokens,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        self._sync()
+        wall = time.perf_counter() - started
+        assert out.shape[1] - enc["input_ids"].shape[1] == tokens
+        return {
+            "tokens_per_s": len(prompts) * tokens / wall,
+            "wall_s": wall,
+            "p50_s": wall,
+            "p99_s": wall,
+        }
+
+    def _sync(self) -> None:
+        if self.device.startswith("cuda"):
+            self.torch.cuda.synchronize()
+
+
+def median_of(rounds: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(r[key] for r in rounds)
+
+
+def per_round_ratios(
+    results: dict[str, dict[int, list[dict[str, Any]]]], clients: list[int]
+) -> dict[str, dict[str, Any]]:
+    """Target ratios computed within each round (measured minutes apart), then their median:
+    on a noisy machine, load drifts between rounds more than within one."""
+    out: dict[str, dict[str, Any]] = {}
+    for n in clients:
+        ours = results["ours"][n]
+        per: dict[str, list[float]] = {"ours_over_offline": [], "ours_over_baseline": []}
+        per["p50_over_lone_p50"] = []
+        for i, round_ in enumerate(ours):
+            per["ours_over_offline"].append(
+                round_["tokens_per_s"] / results["offline"][n][i]["tokens_per_s"]
+            )
+            baseline = results.get("baseline", {}).get(n, [])
+            if i < len(baseline):
+                per["ours_over_baseline"].append(
+                    round_["tokens_per_s"] / baseline[i]["tokens_per_s"]
+                )
+            lone = results["ours"].get(1, [])
+            if i < len(lone):
+                per["p50_over_lone_p50"].append(round_["p50_s"] / lone[i]["p50_s"])
+        out[str(n)] = {
+            key: {"rounds": values, "median": statistics.median(values)}
+            for key, values in per.items()
+            if values
+        }
+    return out
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    model = args.model or str(build_tiny_llama(BENCH_SPEC))
+    clients = [int(c) for c in args.clients.split(",")]
+    prompts = make_prompts(max(clients))
+    python = sys.executable
+    ours = Server(
+        "ours",
+        [
+            python, "-m", "runtime.server", "--model", model, "--host", "127.0.0.1",
+            "--port", str(port_a := free_port()), "--device", args.device, "--dtype", args.dtype,
+            "--max-num-seqs", str(max(*clients, 32)), "--max-n", "8",
+            *(["--threads", str(args.threads)] if args.threads else []),
+            *(f"--adapter={a}" for a in args.adapter),
+            *(["--adapter-root", args.adapter_root] if args.adapter_root else []),
+        ],
+        port_a,
+    )  # fmt: skip
+    systems: dict[str, Any] = {"ours": ours}
+    if not args.skip_baseline:
+        systems["baseline"] = Server(
+            "baseline",
+            [
+                python, "bench/baseline_server.py", "--model", model,
+                "--port", str(port_b := free_port()),
+                "--device", args.device, "--dtype", args.dtype,
+                *(["--threads", str(args.threads)] if args.threads else []),
+            ],
+            port_b,
+        )  # fmt: skip
+    try:
+        for server in systems.values():
+            await server.wait()
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        offline = Offline(model, args.device, args.dtype)
+        # Warm-up: one small round everywhere (allocator, kernels, first-call costs).
+        offline.run(prompts[:4], 8)
+        for server in systems.values():
+            await load(server.url, prompts[:4], 8)
+        results: dict[str, dict[int, list[dict[str, Any]]]] = {
+            name: {n: [] for n in clients} for name in ["offline", *systems]
+        }
+        for r in range(args.rounds):
+            for n in clients:
+                results["offline"][n].append(offline.run(prompts[:n], args.tokens))
+                before = await generated_tokens(ours.url)
+                results["ours"][n].append(await load(ours.url, prompts[:n], args.tokens))
+                counted = await generated_tokens(ours.url) - before
+                assert counted == n * args.tokens, (
+                    f"ours generated {counted}, not {n * args.tokens}"
+                )
+                if "baseline" in systems and n <= args.baseline_max_clients:
+                    results["baseline"][n].append(
+                        await load(systems["baseline"].url, prompts[:n], args.tokens)
+                    )
+                line = ", ".join(
+                    f"{name} {results[name][n][-1]['tokens_per_s']:.0f} tok/s"
+                    for name in results
+                    if results[name][n]
+                )
+                print(f"round {r + 1}, {n} clients: {line}", flush=True)
+    finally:
+        for server in systems.values():
+            server.stop()
+    summary = {
+        name: {
+            str(n): {
+                key: median_of(rounds, key) for key in ("tokens_per_s", "p50_s", "p99_s", "wall_s")
+            }
+            for n, rounds in by_n.items()
+            if rounds
+        }
+        for name, by_n in results.items()
+    }
+    ratios = per_round_ratios(results, clients)
+    return {
+        "command": " ".join(sys.argv),
+        "ratios": ratios,
+        "model": model,
+        "parameters": offline.parameters,
+        "device": args.device,
+        "dtype": args.dtype,
+        "adapters": args.adapter,
+        "tokens": args.tokens,
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "load_average_at_end": os.getloadavg(),
+        "cpu_count": os.cpu_count(),
+        "median": summary,
+        "raw": {name: {str(n): v for n, v in by_n.items()} for name, by_n in results.items()},
+    }
+
+
+def report(data: dict[str, Any], headline: int) -> str:
+    med = data["median"]
+    h = str(headline)
+    lines = [
+        f"| {headline} clients x {data['tokens']} tokens, greedy | tokens/s | p50 (s) | p99 (s) |",
+        "|---|---|---|---|",
+    ]
+    names = {
+        "ours": "(a) runtime.server",
+        "baseline": "(b) pipeline, one at a time",
+        "offline": "(c) offline batched generate",
+    }
+    for key, label in names.items():
+        if h in med.get(key, {}):
+            m = med[key][h]
+            lines.append(
+                f"| {label} | {m['tokens_per_s']:.0f} | {m['p50_s']:.2f} | {m['p99_s']:.2f} |"
+            )
+    lines.append("")
+    ratios = data["ratios"][h]
+
+    def line(key: str, label: str, target: str, fmt: str) -> None:
+        if key in ratios:
+            rounds = ", ".join(format(v, fmt) for v in ratios[key]["rounds"])
+            median = format(ratios[key]["median"], fmt)
+            lines.append(f"- {label}: **{median}** (rounds: {rounds}; target {target})")
+
+    line("ours_over_baseline", "(a) / (b) tokens/s", ">= 8", ".1f")
+    line("ours_over_offline", "(a) / (c) tokens/s", ">= 0.8", ".2f")
+    line(
+        "p50_over_lone_p50", f"(a) p50 at {headline} clients / p50 of a lone request", "<= 3", ".2f"
+    )
+    lines.append("")
+    lines.append("| clients | " + " | ".join(names[k] for k in names if k in med) + " |")
+    lines.append("|---" * (1 + sum(k in med for k in names)) + "|")
+    for n in sorted({int(n) for by_n in med.values() for n in by_n}):
+        cells = [
+            f"{med[k][str(n)]['tokens_per_s']:.0f}" if str(n) in med.get(k, {}) else "-"
+            for k in names
+            if k in med
+        ]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(data: dict[str, Any], path: Path) -> None:
+    """tokens/s against concurrent clients, one line per system."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = {
+        "ours": "(a) runtime.server",
+        "baseline": "(b) pipeline, one at a time",
+        "offline": "(c) offline batched generate",
+    }
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for key, label in labels.items():
+        by_n = data["median"].get(key, {})
+        xs = sorted(int(n) for n in by_n)
+        if xs:
+            ax.plot(xs, [by_n[str(x)]["tokens_per_s"] for x in xs], marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted({int(n) for by_n in data["median"].values() for n in by_n}))
+    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.set_xlabel("concurrent clients")
+    ax.set_ylabel(f"generated tokens/s ({data['tokens']} per request, greedy)")
+    size = f"{data['parameters'] / 1e6:.1f}M-parameter " if "parameters" in data else ""
+    ax.set_title(
+        f"{size}Llama, {data['device']} {data['dtype']}, median of {data['rounds']} rounds",
+        fontsize=10,
+    )
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", help="model directory (default: the tiny BENCH_SPEC Llama)")
+    parser.add_argument("--clients", default="1,4,16,32")
+    parser.add_argument(
+        "--headline", default="16", help="client counts to report in detail (comma-separated)"
+    )
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads for all three (1: on a shared, oversubscribed machine, 2 threads "
+        "spin-wait and lose 10x; 0: torch's default)",
+    )
+    parser.add_argument("--adapter", action="append", default=[], help="NAME=STRENGTH for (a)")
+    parser.add_argument("--adapter-root")
+    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--baseline-max-clients", type=int, default=32)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--plot", type=Path)
+    args = parser.parse_args()
+    data = asyncio.run(bench(args))
+    for headline in args.headline.split(","):
+        print(report(data, int(headline)))
+        print()
+    if args.json:
+        args.json.write_text(json.dumps(data, indent=2) + "\n")
+    if args.plot:
+        plot(data, args.plot)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,512 @@
+"""The main-job demo: ``python -m tests.demo`` (``make demo``), offline, in a few minutes.
+
+1. starts a local control plane (etcd, kube-apiserver, controller-manager, scheduler, KWOK) from
+   the cached Kubernetes binaries, installs the CRDs (the Workspace's, and Karpenter's NodeClaim
+   for the test-only cloud) and runs the test-only cloud (NodeClaims become KWOK GPU nodes);
+2. runs the admission webhook (``python -m webhook --register``, out-of-cluster on 127.0.0.1)
+   and the reconciler (``python -m reconciler``) as real processes against it;
+3. applies the seed's falcon-7b Workspace (its first example, verbatim) and shows it reach
+   Ready: NodeClaims, nodes, Deployment, Service, Pods and the status conditions;
+4. serves the seed's adapter Workspace on this machine with ``python -m reconciler.local run``
+   on the tiny built-in model with one LoRA adapter, sends the seed's ``/chat`` request and
+   prints the answer.
+
+Every step prints ``==> ...``. Ctrl-C or SIGTERM stops everything (exit status 130); a failure
+prints the logs of the processes involved and exits 1. ``--wait`` keeps everything running
+after the demo, until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tests.api import seed
+from tests.cluster import binaries as bins
+from tests.cluster.harness import ControlPlane, HarnessError, _die_with_parent, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+CRD_DIR = ROOT / "manifests" / "crd"
+NAMESPACE = "default"
+SYSTEM_NAMESPACE = "kaito-system"
+WORKSPACE = "workspace-falcon-7b"
+ADAPTER = "falcon-7b-adapter"
+CHAT_BODY = '{"prompt":"YOUR_PROMPT_HERE"}'
+"""The seed's first curl body, verbatim."""
+CONDITIONS = ("ResourceReady", "InferenceReady", "WorkspaceSucceeded")
+READY_TIMEOUT_S = 240.0
+SERVE_TIMEOUT_S = 300.0
+
+NODECLAIM_COLUMNS = (
+    "NAME:.metadata.name,"
+    'INSTANCE-TYPE:.spec.requirements[?(@.key=="node.kubernetes.io/instance-type")].values[0],'
+    "GPUS:.spec.resources.requests.nvidia\\.com/gpu,"
+    "NODE:.status.nodeName,"
+    'READY:.status.conditions[?(@.type=="Ready")].status'
+)
+NODE_COLUMNS = (
+    "NAME:.metadata.name,"
+    "INSTANCE-TYPE:.metadata.labels.node\\.kubernetes\\.io/instance-type,"
+    "GPU:.status.allocatable.nvidia\\.com/gpu,"
+    "GPU-PRODUCT:.metadata.labels.nvidia\\.com/gpu\\.product,"
+    'READY:.status.conditions[?(@.type=="Ready")].status'
+)
+
+T = TypeVar("T")
+
+
+class DemoError(RuntimeError):
+    """A step failed; the message says which and why."""
+
+
+def say(message: str) -> None:
+    print(f"==> {message}", flush=True)
+
+
+def show(text: str, indent: str = "    ") -> None:
+    text = text.rstrip("\n")
+    if text:
+        print(textwrap.indent(text, indent, lambda _: True), flush=True)
+
+
+class Proc:
+    """One of our commands as a real process (own session, dies with the demo), logging to a
+    file and, with ``echo``, to the console with that prefix."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log: Path,
+        env: Mapping[str, str] | None = None,
+        echo: str | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log = log
+        self.env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
+        self.echo = echo
+        self.lines: list[str] = []
+        self.popen: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+
+    def start(self) -> Proc:
+        self.popen = subprocess.Popen(
+            self.argv,
+            cwd=ROOT,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only a prctl call
+        )
+        self._reader = threading.Thread(target=self._read, name=f"log-{self.name}", daemon=True)
+        self._reader.start()
+        return self
+
+    def _read(self) -> None:
+        assert self.popen is not None
+        assert self.popen.stdout is not None
+        with self.popen.stdout, open(self.log, "a", encoding="utf-8") as fh:
+            for line in self.popen.stdout:
+                fh.write(line)
+                fh.flush()
+                self.lines.append(line.rstrip("\n"))
+                if self.echo is not None:
+                    print(f"{self.echo}{line.rstrip()}", flush=True)
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def check_alive(self) -> None:
+        if self.popen is not None and self.popen.poll() is not None:
+            raise DemoError(f"{self.name} exited with status {self.popen.returncode}")
+
+    def tail(self, n: int = 30) -> str:
+        return "\n".join(self.lines[-n:])
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.popen is None:
+            return None
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(10)
+        if self._reader is not None:
+            self._reader.join(10)
+        return self.popen.returncode
+
+
+def wait_for(
+    what: str, fn: Callable[[], T], timeout: float, procs: Sequence[Proc] = (), every: float = 0.3
+) -> T:
+    """Poll ``fn`` until it returns something truthy; fail early when a process died."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for p in procs:
+            p.check_alive()
+        result = fn()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise DemoError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(every)
+
+
+def http_status(url: str, timeout: float = 2.0) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return e.code
+    except (OSError, ValueError):
+        return None
+
+
+class Demo:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.cp: ControlPlane | None = None
+        self.cloud: Any = None
+        self.procs: list[Proc] = []
+
+    # ------------------------------------------------------------------ helpers
+
+    def kubectl(self, *args: str, input: str | None = None) -> str:
+        assert self.cp is not None
+        out = self.cp.kubectl(*args, input=input, check=False)
+        if out.returncode != 0:
+            raise DemoError(f"kubectl {' '.join(args)} failed: {out.stderr.strip()}")
+        return out.stdout
+
+    def spawn(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        echo: str | None = None,
+    ) -> Proc:
+        proc = Proc(name, argv, self.workdir / f"{name}.log", env, echo).start()
+        self.procs.append(proc)
+        return proc
+
+    # ------------------------------------------------------------------ steps
+
+    def start_cluster(self) -> None:
+        say(f"Kubernetes binaries (cache: {bins.cache_dir()})")
+        try:
+            binaries = bins.ensure()
+        except bins.BuildError as exc:
+            raise DemoError(f"the Kubernetes binaries are not available: {exc}") from exc
+        say("starting etcd and kube-apiserver on 127.0.0.1")
+        t0 = time.monotonic()
+        self.cp = ControlPlane(workdir=self.workdir / "cluster", binaries=binaries)
+        self.cp.start()
+        say(f"apiserver ready at {self.cp.server} ({time.monotonic() - t0:.0f}s)")
+        say("starting kube-controller-manager, kube-scheduler and KWOK (simulated GPU nodes)")
+        self.cp.start_controllers()
+        self.cp.start_kwok()
+        say("installing the CRDs: Workspace (kaito.sh) and NodeClaim (karpenter.sh, for tests)")
+        show(self.kubectl("apply", "-f", str(CRD_DIR)))
+        self.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/workspaces.kaito.sh",
+            "crd/nodeclaims.karpenter.sh",
+        )
+        self.kubectl("create", "namespace", SYSTEM_NAMESPACE)
+        say("starting the test-only cloud: NodeClaims become KWOK nodes of their instance type")
+        from tests.support.fake_cloud import FakeCloud
+
+        self.cloud = FakeCloud(self.cp)
+        self.cloud.start()
+
+    def start_controllers(self) -> None:
+        assert self.cp is not None
+        port = free_port()
+        say(f"starting the webhook: python -m webhook --register on https://127.0.0.1:{port}")
+        webhook = self.spawn(
+            "webhook",
+            [
+                sys.executable,
+                "-m",
+                "webhook",
+                "--kubeconfig",
+                str(self.cp.kubeconfig),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--register",
+                "--config-namespace",
+                SYSTEM_NAMESPACE,
+            ],
+            env={"KAITO_CERTS_NAMESPACE": SYSTEM_NAMESPACE},
+        )
+
+        def refuses_placeholder() -> str:
+            out = self.cp.kubectl(  # type: ignore[union-attr]
+                "apply",
+                "--dry-run=server",
+                "-n",
+                NAMESPACE,
+                "-f",
+                "-",
+                input=seed.FALCON_7B_ADAPTERS,
+                check=False,
+            )
+            return out.stderr.strip() if "placeholder" in out.stderr else ""
+
+        denial = wait_for("the webhook to be in force", refuses_placeholder, 90, [webhook])
+        say("the webhook is in force: the seed's adapter example with <YOUR_IMAGE> is refused:")
+        show(denial.split("denied the request: ", 1)[-1])
+
+        metrics = free_port()
+        say(f"starting the reconciler: python -m reconciler (health on 127.0.0.1:{metrics})")
+        reconciler = self.spawn(
+            "reconciler",
+            [
+                sys.executable,
+                "-m",
+                "reconciler",
+                "--kubeconfig",
+                str(self.cp.kubeconfig),
+                "--metrics-host",
+                "127.0.0.1",
+                "--metrics-port",
+                str(metrics),
+                "--lease-namespace",
+                SYSTEM_NAMESPACE,
+                "--config-namespace",
+                SYSTEM_NAMESPACE,
+                "--pending-requeue-s",
+                "2",
+            ],
+        )
+        wait_for(
+            "the reconciler to be ready",
+            lambda: http_status(f"http://127.0.0.1:{metrics}/readyz") == 200,
+            90,
+            [reconciler],
+        )
+
+    def apply_seed(self) -> None:
+        path = self.workdir / "workspace-falcon-7b.yaml"
+        path.write_text(seed.FALCON_7B, encoding="utf-8")
+        say("applying the seed's falcon-7b Workspace (kubectl apply -f workspace-falcon-7b.yaml):")
+        show(seed.FALCON_7B)
+        show(self.kubectl("apply", "-n", NAMESPACE, "-f", str(path)))
+        say("waiting for it to be Ready (NodeClaim -> node -> Deployment -> Pod)")
+        seen: dict[str, tuple[str, str]] = {}
+
+        def ready() -> bool:
+            ws = json.loads(
+                self.kubectl("get", "workspace", WORKSPACE, "-n", NAMESPACE, "-o", "json")
+            )
+            conds = {c["type"]: c for c in (ws.get("status") or {}).get("conditions") or []}
+            for kind in CONDITIONS:
+                c = conds.get(kind)
+                if c is None:
+                    continue
+                now = (c["status"], c.get("reason", ""))
+                if seen.get(kind) != now:
+                    seen[kind] = now
+                    show(f"{kind}={c['status']} ({c.get('reason', '')}): {c.get('message', '')}")
+            return all(conds.get(k, {}).get("status") == "True" for k in CONDITIONS)
+
+        t0 = time.monotonic()
+        wait_for("the Workspace to be Ready", ready, READY_TIMEOUT_S, self.procs, every=0.5)
+        say(f"Workspace {WORKSPACE} is Ready ({time.monotonic() - t0:.0f}s)")
+
+    def show_cluster(self) -> None:
+        say("NodeClaims (created by the reconciler, launched by the test cloud):")
+        show(self.kubectl("get", "nodeclaims", "-o", f"custom-columns={NODECLAIM_COLUMNS}"))
+        say("nodes:")
+        show(self.kubectl("get", "nodes", "-o", f"custom-columns={NODE_COLUMNS}"))
+        say("the Deployment, Service and Pod of the Workspace:")
+        show(
+            self.kubectl(
+                "get",
+                "deployment,service,pods",
+                "-n",
+                NAMESPACE,
+                "-l",
+                f"kaito.sh/workspace={WORKSPACE}",
+                "-o",
+                "wide",
+            )
+        )
+        say("kubectl get workspace:")
+        show(self.kubectl("get", "workspace", "-n", NAMESPACE))
+        say("conditions:")
+        ws = json.loads(self.kubectl("get", "workspace", WORKSPACE, "-n", NAMESPACE, "-o", "json"))
+        for c in ws["status"]["conditions"]:
+            show(
+                f"{c['type']:<20} {c['status']:<6} {c.get('reason', ''):<18} {c.get('message', '')}"
+            )
+
+    def serve_locally(self) -> None:
+        say("building the tiny built-in model and a LoRA adapter (offline, cached)")
+        from transformers.utils import logging as hf_logging
+
+        from tests.support.tiny_adapters import make_lora_adapter
+        from tests.support.tiny_model import build_tiny_llama
+
+        hf_logging.disable_progress_bar()
+        model = build_tiny_llama()
+        adapter = make_lora_adapter(model, self.workdir / "adapters" / ADAPTER, seed=1, std=0.3)
+        path = self.workdir / "workspace-local.yaml"
+        path.write_text(seed.FALCON_7B_ADAPTERS_FILLED, encoding="utf-8")
+        port = free_port()
+        argv = [
+            sys.executable,
+            "-m",
+            "reconciler.local",
+            "run",
+            str(path),
+            "--model",
+            str(model),
+            "--adapter-dir",
+            f"{ADAPTER}={adapter}",
+            "--port",
+            str(port),
+        ]
+        say("serving the seed's adapter Workspace on this machine:")
+        show(seed.FALCON_7B_ADAPTERS_FILLED)
+        show(
+            "python -m reconciler.local run workspace-local.yaml --model <tiny model> "
+            f"--adapter-dir {ADAPTER}=<adapter folder> --port {port}"
+        )
+        run = self.spawn("run", argv, echo="    | ")
+        wait_for(
+            "the local runtime to be ready",
+            lambda: any(line.startswith("==> Ctrl-C stops it") for line in run.lines),
+            SERVE_TIMEOUT_S,
+            [run],
+        )
+        url = f"http://127.0.0.1:{port}/chat"
+        say(f"POST {url} with the seed's request: {CHAT_BODY}")
+        request = urllib.request.Request(
+            url,
+            data=CHAT_BODY.encode(),
+            headers={"accept": "application/json", "Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=120) as r:
+                status, body = r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            raise DemoError(f"/chat answered HTTP {e.code}: {e.read().decode()}") from e
+        result = json.loads(body)
+        if status != 200 or "Result" not in result:
+            raise DemoError(f"/chat answered HTTP {status}: {body}")
+        say(f"/chat answered (HTTP {status}; random text: the tiny model has random weights):")
+        show(json.dumps(result, ensure_ascii=False))
+
+    def run(self, wait: bool) -> None:
+        t0 = time.monotonic()
+        self.start_cluster()
+        self.start_controllers()
+        self.apply_seed()
+        self.show_cluster()
+        self.serve_locally()
+        say(f"demo complete in {time.monotonic() - t0:.0f}s")
+        if wait:
+            assert self.cp is not None
+            say(
+                f"everything keeps running; export KUBECONFIG={self.cp.kubeconfig}; Ctrl-C stops it"
+            )
+            while all(p.alive() for p in self.procs):
+                time.sleep(1)
+            raise DemoError(
+                "a process exited: " + ", ".join(p.name for p in self.procs if not p.alive())
+            )
+
+    # ------------------------------------------------------------------ teardown
+
+    def logs(self) -> None:
+        for p in self.procs:
+            print(f"---- {p.name} (last lines of {p.log.name}) ----", file=sys.stderr)
+            print(p.tail(), file=sys.stderr)
+        if self.cp is not None:
+            for name, text in self.cp.logs().items():
+                print(f"---- {name} ----", file=sys.stderr)
+                print("\n".join(text.splitlines()[-15:]), file=sys.stderr)
+        sys.stderr.flush()
+
+    def stop(self) -> None:
+        say(
+            "stopping everything: the local runtime, reconciler, webhook, test cloud, control plane"
+        )
+        for p in reversed(self.procs):
+            code = p.stop()
+            if code not in (0, None):
+                print(f"    {p.name} exited with status {code}", flush=True)
+        if self.cloud is not None:
+            self.cloud.stop()
+        if self.cp is not None:
+            self.cp.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        say("stopped")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--wait", action="store_true", help="keep everything running after the demo, until Ctrl-C"
+    )
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    demo = Demo(Path(tempfile.mkdtemp(prefix="kaito-demo-")))
+    code = 0
+    try:
+        demo.run(args.wait)
+    except KeyboardInterrupt:
+        print(flush=True)
+        say("interrupted")
+        code = 130
+    except (DemoError, HarnessError, OSError, subprocess.SubprocessError) as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        demo.logs()
+        code = 1
+    finally:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
+        demo.stop()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
