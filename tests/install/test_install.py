@@ -461,6 +461,9 @@ def test_the_reconciler_serves_a_workspace_with_its_service_accounts_token_alone
             "--metrics-host=127.0.0.1",
             f"--metrics-port={port}",
             "--pending-requeue-s=1",
+            # Renew the Lease often: the scenario can finish before a 2 s renewal, and the
+            # verb check below expects `update leases` to have been used.
+            "--retry-period-s=0.5",
         ],
         tmp_path / "reconciler.log",
         pod=identity,
@@ -546,6 +549,12 @@ def test_the_reconciler_serves_a_workspace_with_its_service_accounts_token_alone
                 60,
             )
 
+            wait_until(
+                lambda: any(
+                    k[0] == "update" and k[1].startswith("leases") for k in _requests(port)
+                ),
+                30,
+            )
             requests = _requests(port)
             assert reconciler.peak_rss_kib() < _limit_kib("reconciler")
     finally:
