@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -65,29 +66,95 @@ def start_ray_head(plan: LaunchPlan) -> None:
     try:
         code = subprocess.call(list(plan.ray_argv))
     except FileNotFoundError:
-        raise LauncherError(
-            f"{plan.ray_argv[0]!r} is not installed in this image; multi-node inference needs "
-            "Ray (pip install 'vllm[ray]' or ray)"
-        ) from None
+        raise _ray_missing(plan.ray_argv) from None
     if code != 0:
         raise LauncherError(f"{' '.join(plan.ray_argv)} failed with exit status {code}")
 
 
-def run_worker(plan: LaunchPlan, timeout_s: float, retry_s: float = RETRY_S) -> int:
-    """Join the leader's Ray head and block; retry while the leader is not up yet."""
+def _ray_missing(argv: tuple[str, ...]) -> LauncherError:
+    return LauncherError(
+        f"{argv[0]!r} is not installed in this image; multi-node inference needs Ray "
+        "(pip install 'vllm[ray]' or ray)"
+    )
+
+
+def worker_health_app(running: Callable[[], bool]) -> web.Application:
+    """``/health`` (and ``/healthz``) of a worker Pod: 200 while its Ray node process runs.
+
+    Every Pod of a multi-node StatefulSet gets the same probes; a worker serves no inference,
+    so its health is that of the Ray node that lends its GPUs to the leader's vLLM.
+    """
+
+    async def health(_: web.Request) -> web.Response:
+        if running():
+            return web.json_response({"status": "ok", "role": "worker"})
+        return web.json_response(
+            {"status": "waiting for the Ray head", "role": "worker"}, status=503
+        )
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    app.router.add_get("/healthz", health)
+    return app
+
+
+async def _run_worker(
+    plan: LaunchPlan, timeout_s: float, retry_s: float, listen: tuple[str, int] | None
+) -> int:
+    process: asyncio.subprocess.Process | None = None
+    stopping = False
+    runner: web.AppRunner | None = None
+    if listen is not None:
+        runner = web.AppRunner(
+            worker_health_app(lambda: process is not None and process.returncode is None)
+        )
+        await runner.setup()
+        await web.TCPSite(runner, *listen).start()
+
+    def stop() -> None:
+        nonlocal stopping
+        stopping = True
+        if process is not None and process.returncode is None:
+            process.terminate()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
     deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            code = subprocess.call(list(plan.ray_argv))
-        except FileNotFoundError:
-            raise LauncherError(
-                f"{plan.ray_argv[0]!r} is not installed in this image; multi-node inference "
-                "needs Ray (pip install 'vllm[ray]' or ray)"
-            ) from None
-        if code == 0 or time.monotonic() > deadline:
-            return code
-        log.info("the Ray head is not reachable yet (exit %d); retrying", code)
-        time.sleep(retry_s)
+    try:
+        while True:
+            try:
+                process = await asyncio.create_subprocess_exec(*plan.ray_argv)
+            except FileNotFoundError:
+                raise _ray_missing(plan.ray_argv) from None
+            code = await process.wait()
+            if stopping or code == 0 or time.monotonic() > deadline:
+                return code
+            log.info("the Ray head is not reachable yet (exit %d); retrying", code)
+            await asyncio.sleep(retry_s)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        if process is not None and process.returncode is None:
+            process.terminate()
+            await process.wait()
+        if runner is not None:
+            await runner.cleanup()
+
+
+def run_worker(
+    plan: LaunchPlan,
+    timeout_s: float,
+    retry_s: float = RETRY_S,
+    *,
+    listen: tuple[str, int] | None = None,
+) -> int:
+    """Join the leader's Ray head and block; retry while the leader is not up yet.
+
+    With ``listen`` (host, port) the worker answers ``/health`` there meanwhile (the Pod's
+    probes), 200 while the Ray node process runs. SIGTERM stops the Ray process.
+    """
+    return asyncio.run(_run_worker(plan, timeout_s, retry_s, listen))
 
 
 async def serve_with_front(plan: LaunchPlan, settings: LauncherSettings) -> int:
@@ -117,7 +184,7 @@ async def serve_with_front(plan: LaunchPlan, settings: LauncherSettings) -> int:
 def run_plan(plan: LaunchPlan, settings: LauncherSettings) -> int:
     """Start what the plan says; returns the exit status for the Pod."""
     if plan.role == "worker":
-        return run_worker(plan, settings.ray_wait_s)
+        return run_worker(plan, settings.ray_wait_s, listen=(settings.host, settings.port))
     if plan.role == "leader":
         start_ray_head(plan)
         wait_for_nodes(plan.ray_nodes, settings.ray_wait_s)

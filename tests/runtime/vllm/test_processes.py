@@ -126,3 +126,59 @@ def test_worker_retries_until_the_head_answers(tmp_path: Path) -> None:
 def test_leader_gives_up_waiting_for_nodes() -> None:
     with pytest.raises(LauncherError, match=r"only 0 of 2 nodes joined the Ray cluster in 0 s"):
         wait_for_nodes(2, 0, 0.01)
+
+
+WORKER = textwrap.dedent(
+    """
+    import json, sys
+    from runtime.vllm.plan import LaunchPlan
+    from runtime.vllm.processes import run_worker
+    from runtime.vllm.sizing import Sizing
+
+    ray = (sys.executable, "-c", sys.argv[2], sys.argv[3])
+    plan = LaunchPlan("worker", "m", (), ray, 2, Sizing(*json.loads(sys.argv[4])), ("m",))
+    sys.exit(run_worker(plan, 120, 0.2, listen=("127.0.0.1", int(sys.argv[1]))))
+    """
+)
+
+
+def _health(port: int) -> int | None:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code
+    except httpx.TransportError:
+        return None
+
+
+def test_worker_pod_answers_health_while_its_ray_node_runs(tmp_path: Path) -> None:
+    """Multi-node Pods share one template and so one set of probes: a worker must answer them."""
+    port = _free_port()
+    gate = tmp_path / "head-is-up"
+    # Stands in for `ray start --address=... --block`: fails fast until the head is "up", then
+    # blocks like a joined Ray node.
+    ray = (
+        "import pathlib, sys, time\n"
+        "if not pathlib.Path(sys.argv[1]).exists(): sys.exit(1)\n"
+        "time.sleep(600)\n"
+    )
+    sizing = json.dumps(list(SIZING.__dict__.values())[:-1])
+    process = subprocess.Popen(
+        [sys.executable, "-c", WORKER, str(port), ray, str(gate), sizing], cwd=ROOT
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while _health(port) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _health(port) == 503  # retrying: the head is not reachable yet
+        gate.write_text("up")
+        deadline = time.monotonic() + 60
+        while _health(port) != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _health(port) == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/health").json()["role"] == "worker"
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+        assert _health(port) is None  # the health server stopped with the Ray node
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
