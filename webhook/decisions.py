@@ -15,6 +15,7 @@ from api.config import AdminConfig
 from api.defaults import default
 from api.names import dns1123_subdomain
 from api.sizing import Fit, estimate, shape_of_sku
+from api.skus import GpuSku
 from api.validation import (
     FieldError,
     ValidationContext,
@@ -22,7 +23,7 @@ from api.validation import (
     validate_create,
     validate_update,
 )
-from api.workspace import Workspace
+from api.workspace import Runtime, Workspace
 from webhook.jsonpatch import Op, diff
 from webhook.review import AdmissionRequest
 
@@ -77,6 +78,18 @@ def nodes_to_look_up(request: AdmissionRequest) -> list[str]:
     return names
 
 
+# The default runtime images use PyPI's torch for CUDA 13, which dropped Volta (V100, 7.0).
+CUDA13_MIN = (7, 5)
+
+
+def _below(sku: GpuSku, minimum: tuple[int, int]) -> bool:
+    """The SKU's compute capability is known and below ``minimum``."""
+    major, _, minor = (sku.compute_capability or "").partition(".")
+    if not (major.isdigit() and (minor or "0").isdigit()):
+        return False
+    return (int(major), int(minor or "0")) < minimum
+
+
 def _warnings(obj: dict[str, Any], ctx: ValidationContext) -> tuple[str, ...]:
     ws = Workspace.from_dict(obj)
     out: list[str] = []
@@ -90,11 +103,20 @@ def _warnings(obj: dict[str, Any], ctx: ValidationContext) -> tuple[str, ...]:
             "an access token for it, or a private model image in presetOptions.image"
         )
     sku = ctx.skus.get(ws.resource.instance_type or "")
+    runtime = ws.runtime(ctx.config.default_runtime)
+    if sku is not None and runtime not in ctx.config.runtime_images and _below(sku, CUDA13_MIN):
+        key = "vllmImage" if runtime is Runtime.VLLM else "transformersImage"
+        out.append(
+            f"{sku.name} has {sku.gpu_model} GPUs (compute capability {sku.compute_capability}); "
+            f"the default {runtime} image is built for CUDA 13, which needs "
+            f"{CUDA13_MIN[0]}.{CUDA13_MIN[1]} or more: set {key} in the kaito-config ConfigMap "
+            "to an image built for CUDA 12"
+        )
     if sku is not None and not ws.resource.preferred_nodes:
         fit = estimate(
             preset,
             shape_of_sku(sku),
-            ws.runtime(ctx.config.default_runtime),
+            runtime,
             allowance=ctx.allowance,
         )
         if isinstance(fit, Fit) and fit.max_model_len < preset.context_length:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 
 from api.config import AdminConfig
 from api.defaults import default
@@ -66,6 +67,7 @@ def test_validate_lists_every_problem() -> None:
 
 def test_warnings() -> None:
     obj = default(seed.load(seed.FALCON_7B))
+    obj["resource"]["instanceType"] = "Standard_NC24ads_A100_v4"
     assert decisions.validate(_req(obj), CTX).warnings == ()
     obj["inference"]["preset"]["name"] = "phi-3-mini-128k-instruct"
     obj["resource"]["instanceType"] = "Standard_NC4as_T4_v3"
@@ -74,6 +76,19 @@ def test_warnings() -> None:
     obj["inference"]["preset"]["name"] = "llama-2-7b"
     warnings = decisions.validate(_req(obj), CTX).warnings
     assert any("gated Hugging Face model (meta-llama/Llama-2-7b-hf)" in w for w in warnings)
+
+
+def test_gpus_too_old_for_the_default_images_are_warned_about() -> None:
+    obj = default(seed.load(seed.FALCON_7B))  # Standard_NC6s_v3: V100, compute capability 7.0
+    (warning,) = decisions.validate(_req(obj), CTX).warnings
+    assert "Standard_NC6s_v3 has NVIDIA V100 16GB GPUs" in warning
+    assert "compute capability 7.0" in warning
+    assert "set vllmImage in the kaito-config ConfigMap to an image built for CUDA 12" in warning
+    own = AdminConfig(runtime_images={Runtime.VLLM: "registry.example/vllm-cu126:1"})
+    assert decisions.validate(_req(obj), replace(CTX, config=own)).warnings == ()
+    obj["metadata"]["annotations"]["kaito.sh/runtime"] = "transformers"
+    (warning,) = decisions.validate(_req(obj), replace(CTX, config=own)).warnings
+    assert "set transformersImage" in warning
 
 
 def test_nodes_to_look_up() -> None:
