@@ -234,6 +234,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             *(["--threads", str(args.threads)] if args.threads else []),
             *(f"--adapter={a}" for a in args.adapter),
             *(["--adapter-root", args.adapter_root] if args.adapter_root else []),
+            *args.server_arg,
         ],
         port_a,
     )  # fmt: skip
@@ -416,6 +417,12 @@ def main() -> None:
     )
     parser.add_argument("--adapter", action="append", default=[], help="NAME=STRENGTH for (a)")
     parser.add_argument("--adapter-root")
+    parser.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        help="extra flag for (a), e.g. --server-arg=--batch-wait-ms=5",
+    )
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--baseline-max-clients", type=int, default=32)
     parser.add_argument("--json", type=Path)
