@@ -6,59 +6,14 @@ from typing import Any
 
 import yaml
 
+from tests.api import seed
+
 ADAPTER_IMAGE = "myregistry.azurecr.io/adapters/falcon-7b-adapter:0.1"
 
-SEED_FALCON = """
-apiVersion: kaito.sh/v1alpha1
-kind: Workspace
-metadata:
-  name: workspace-falcon-7b
-resource:
-  instanceType: "Standard_NC6s_v3"
-  labelSelector:
-    matchLabels:
-      apps: falcon-7b
-inference:
-  preset:
-    name: "falcon-7b"
-"""
-
-SEED_TRANSFORMERS = """
-apiVersion: kaito.sh/v1alpha1
-kind: Workspace
-metadata:
-  name: workspace-falcon-7b
-  annotations:
-    kaito.sh/runtime: "transformers"
-resource:
-  instanceType: "Standard_NC12s_v3"
-  labelSelector:
-    matchLabels:
-      apps: falcon-7b
-inference:
-  preset:
-    name: "falcon-7b"
-"""
-
-SEED_ADAPTERS = """
-apiVersion: kaito.sh/v1alpha1
-kind: Workspace
-metadata:
-  name: workspace-falcon-7b
-resource:
-  instanceType: "Standard_NC12s_v3"
-  labelSelector:
-    matchLabels:
-      apps: falcon-7b
-inference:
-  preset:
-    name: "falcon-7b"
-  adapters:
-    - source:
-        name: "falcon-7b-adapter"
-        image:  "<YOUR_IMAGE>"
-      strength: "0.2"
-""".replace("<YOUR_IMAGE>", ADAPTER_IMAGE)
+# The seed's three examples, verbatim, from the one copy the api, webhook and cluster tests share.
+SEED_FALCON = seed.FALCON_7B
+SEED_TRANSFORMERS = seed.FALCON_7B_TRANSFORMERS
+SEED_ADAPTERS = seed.FALCON_7B_ADAPTERS.replace("<YOUR_IMAGE>", ADAPTER_IMAGE)
 
 MULTI_NODE = """
 apiVersion: kaito.sh/v1alpha1

@@ -45,3 +45,33 @@ def make_adapter(adapter_root: Path, tiny_llama: Path) -> MakeAdapter:
         return make_lora_adapter(base or tiny_llama, adapter_root / name, **options)
 
     return make
+
+
+def varied_adapters(make_adapter: MakeAdapter, *names: str) -> dict[str, Path]:
+    """The adapters the tests combine, by name (made once per session):
+
+    - ``plain``: r 4, alpha 8 on the default targets;
+    - ``rs``: rsLoRA, r 8, alpha 16 on q/k/o projections;
+    - ``pattern``: r 2, alpha 4 with a rank_pattern and an alpha_pattern;
+    - ``off``: r 4 on up_proj only (tests give it strength 0).
+    """
+    options: dict[str, dict[str, Any]] = {
+        "plain": {"r": 4, "lora_alpha": 8, "seed": 1},
+        "rs": {
+            "r": 8,
+            "lora_alpha": 16,
+            "use_rslora": True,
+            "target_modules": ["q_proj", "k_proj", "o_proj"],
+            "seed": 2,
+        },
+        "pattern": {
+            "r": 2,
+            "lora_alpha": 4,
+            "target_modules": ["q_proj", "v_proj", "gate_proj", "down_proj"],
+            "rank_pattern": {"layers.1.self_attn.q_proj": 6},
+            "alpha_pattern": {"v_proj": 3},
+            "seed": 3,
+        },
+        "off": {"r": 4, "lora_alpha": 4, "target_modules": ["up_proj"], "seed": 7},
+    }
+    return {name: make_adapter(name, **options[name]) for name in names}

@@ -26,7 +26,7 @@ from runtime.adapters import (
     merge_checkpoint,
     merge_into,
 )
-from tests.runtime.adapters.conftest import MakeAdapter
+from tests.runtime.adapters.conftest import MakeAdapter, varied_adapters
 from tests.runtime.adapters.peft_oracle import expected_weights, load_base
 from tests.runtime.vllm.probe import ROOT
 
@@ -36,27 +36,7 @@ STRENGTHS = {"plain": 0.2, "rs": 0.7, "pattern": 1.0, "off": 0.0}
 
 @pytest.fixture(scope="module")
 def four(make_adapter: MakeAdapter) -> dict[str, Path]:
-    return {
-        "plain": make_adapter("plain", r=4, lora_alpha=8, seed=1),
-        "rs": make_adapter(
-            "rs",
-            r=8,
-            lora_alpha=16,
-            use_rslora=True,
-            target_modules=["q_proj", "k_proj", "o_proj"],
-            seed=2,
-        ),
-        "pattern": make_adapter(
-            "pattern",
-            r=2,
-            lora_alpha=4,
-            target_modules=["q_proj", "v_proj", "gate_proj", "down_proj"],
-            rank_pattern={"layers.1.self_attn.q_proj": 6},
-            alpha_pattern={"v_proj": 3},
-            seed=3,
-        ),
-        "off": make_adapter("off", r=4, lora_alpha=4, target_modules=["up_proj"], seed=7),
-    }
+    return varied_adapters(make_adapter, "plain", "rs", "pattern", "off")
 
 
 def _adapters(paths: dict[str, Path], strengths: dict[str, float]) -> list[LoraAdapter]:

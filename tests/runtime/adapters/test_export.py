@@ -21,7 +21,7 @@ from runtime.adapters import (
     write_combined,
     write_scaled,
 )
-from tests.runtime.adapters.conftest import MakeAdapter
+from tests.runtime.adapters.conftest import MakeAdapter, varied_adapters
 from tests.runtime.adapters.peft_oracle import load_base, peft_deltas, peft_merged_weights
 
 TOL = 1e-5
@@ -29,26 +29,7 @@ TOL = 1e-5
 
 @pytest.fixture(scope="module")
 def three(make_adapter: MakeAdapter) -> dict[str, Path]:
-    return {
-        "plain": make_adapter("plain", r=4, lora_alpha=8, seed=1),
-        "rs": make_adapter(
-            "rs",
-            r=8,
-            lora_alpha=16,
-            use_rslora=True,
-            target_modules=["q_proj", "k_proj", "o_proj"],
-            seed=2,
-        ),
-        "pattern": make_adapter(
-            "pattern",
-            r=2,
-            lora_alpha=4,
-            target_modules=["q_proj", "v_proj", "gate_proj", "down_proj"],
-            rank_pattern={"layers.1.self_attn.q_proj": 6},
-            alpha_pattern={"v_proj": 3},
-            seed=3,
-        ),
-    }
+    return varied_adapters(make_adapter, "plain", "rs", "pattern")
 
 
 def _delta_of(base_dir: Path, adapter_dir: Path) -> dict[str, torch.Tensor]:

@@ -20,7 +20,7 @@ from runtime.adapters import (
     load_adapters,
     merge_into,
 )
-from tests.runtime.adapters.conftest import MakeAdapter
+from tests.runtime.adapters.conftest import MakeAdapter, varied_adapters
 from tests.runtime.adapters.peft_oracle import expected_weights, load_base
 
 TOL = 1e-5
@@ -61,24 +61,7 @@ def test_several_adapters_ranks_alphas_rslora_patterns(
     make_adapter: MakeAdapter, tiny_llama: Path
 ) -> None:
     paths = {
-        "plain": make_adapter("plain", r=4, lora_alpha=8, seed=1),
-        "rs": make_adapter(
-            "rs",
-            r=8,
-            lora_alpha=16,
-            use_rslora=True,
-            target_modules=["q_proj", "k_proj", "o_proj"],
-            seed=2,
-        ),
-        "pattern": make_adapter(
-            "pattern",
-            r=2,
-            lora_alpha=4,
-            target_modules=["q_proj", "v_proj", "gate_proj", "down_proj"],
-            rank_pattern={"layers.1.self_attn.q_proj": 6},
-            alpha_pattern={"v_proj": 3},
-            seed=3,
-        ),
+        **varied_adapters(make_adapter, "plain", "rs", "pattern"),
         "one-layer": make_adapter(
             "one-layer",
             r=3,

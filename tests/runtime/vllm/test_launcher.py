@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from runtime.vllm.cli import main
-from tests.runtime.adapters.conftest import MakeAdapter
+from tests.runtime.adapters.conftest import MakeAdapter, varied_adapters
 from tests.runtime.adapters.peft_oracle import peft_deltas
 from tests.runtime.vllm.conftest import tiny_preset
 from tests.runtime.vllm.probe import ROOT, run_probe
@@ -26,27 +26,7 @@ VLLM_LLAMA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_p
 
 @pytest.fixture(scope="module")
 def four(make_adapter: MakeAdapter) -> dict[str, Path]:
-    return {
-        "plain": make_adapter("plain", r=4, lora_alpha=8, seed=1),
-        "rs": make_adapter(
-            "rs",
-            r=8,
-            lora_alpha=16,
-            use_rslora=True,
-            target_modules=["q_proj", "k_proj", "o_proj"],
-            seed=2,
-        ),
-        "pattern": make_adapter(
-            "pattern",
-            r=2,
-            lora_alpha=4,
-            target_modules=["q_proj", "v_proj", "gate_proj", "down_proj"],
-            rank_pattern={"layers.1.self_attn.q_proj": 6},
-            alpha_pattern={"v_proj": 3},
-            seed=3,
-        ),
-        "off": make_adapter("off", r=4, lora_alpha=4, target_modules=["up_proj"], seed=7),
-    }
+    return varied_adapters(make_adapter, "plain", "rs", "pattern", "off")
 
 
 def _argv(preset_file: Path, model_dir: Path, work: Path, root: Path, *extra: str) -> list[str]:

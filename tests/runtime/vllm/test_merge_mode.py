@@ -21,7 +21,7 @@ from runtime.vllm.cli import main
 from runtime.vllm.errors import DiskSpaceError, LoraError
 from runtime.vllm.merged import DiskNeed, check_disk, disk_need
 from runtime.vllm.plan import choose_adapter_mode
-from tests.runtime.adapters.conftest import MakeAdapter
+from tests.runtime.adapters.conftest import MakeAdapter, varied_adapters
 from tests.runtime.adapters.peft_oracle import load_base
 from tests.runtime.vllm.conftest import tiny_preset
 from tests.runtime.vllm.probe import ROOT, run_probe
@@ -31,17 +31,7 @@ GIB = 2**30
 
 @pytest.fixture(scope="module")
 def two(make_adapter: MakeAdapter) -> dict[str, Path]:
-    return {
-        "plain": make_adapter("plain", r=4, lora_alpha=8, seed=1),
-        "rs": make_adapter(
-            "rs",
-            r=8,
-            lora_alpha=16,
-            use_rslora=True,
-            target_modules=["q_proj", "k_proj", "o_proj"],
-            seed=2,
-        ),
-    }
+    return varied_adapters(make_adapter, "plain", "rs")
 
 
 @pytest.fixture
