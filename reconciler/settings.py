@@ -91,16 +91,7 @@ class Settings:
     log_level: str = _f("INFO", "DEBUG, INFO, WARNING or ERROR")
 
     def __post_init__(self) -> None:
-        problems = []
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            lo, hi = f.metadata.get("min"), f.metadata.get("max")
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                continue
-            if (lo is not None and value < lo) or (hi is not None and value > hi):
-                problems.append(
-                    f"{_flag(f.name)}={value} is out of bounds; use a value from {lo:g} to {hi:g}"
-                )
+        problems = bounds_problems(self)
         if self.leader_elect and self.renew_deadline_s >= self.lease_duration_s:
             problems.append(
                 f"--renew-deadline-s={self.renew_deadline_s:g} must be less than "
@@ -178,6 +169,21 @@ class Settings:
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def bounds_problems(settings: Any) -> list[str]:
+    """One message per numeric field of a settings dataclass outside its ``min``/``max``."""
+    problems = []
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        lo, hi = f.metadata.get("min"), f.metadata.get("max")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            problems.append(
+                f"{_flag(f.name)}={value:g} is out of bounds; use a value from {lo:g} to {hi:g}"
+            )
+    return problems
 
 
 def _from_env(name: str, type_name: str, raw: str) -> Any:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.errors import SettingsError
+from reconciler.settings import bounds_problems
 
 PROG = "python -m reconciler.local"
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -83,16 +84,7 @@ class LocalSettings:
     )
 
     def __post_init__(self) -> None:
-        problems = []
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            lo, hi = f.metadata.get("min"), f.metadata.get("max")
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                continue
-            if (lo is not None and value < lo) or (hi is not None and value > hi):
-                problems.append(
-                    f"{_flag(f.name)}={value:g} is out of bounds; use a value from {lo:g} to {hi:g}"
-                )
+        problems = bounds_problems(self)
         if not self.workspace:
             problems.append("WORKSPACE.yaml is required: name the Workspace file (or `-`)")
         if self.dtype not in DTYPES:
