@@ -18,7 +18,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
+from api.limits import too_complex
 from api.presets import load_presets
 from api.skus import load_skus
 from api.validation import FieldError, NodeFacts
@@ -95,25 +98,80 @@ async def _decide(deps: Deps, endpoint: str, req: AdmissionRequest) -> decisions
     return decisions.validate(req, ctx)
 
 
+ENCODINGS = ("", "identity", "gzip", "deflate")
+"""Request ``Content-Encoding``s read (aiohttp inflates gzip and deflate)."""
+
+
+async def _read_body(deps: Deps, endpoint: str, request: web.Request) -> bytes | web.Response:
+    """The request body, or the 4xx answer saying why it cannot be read."""
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ENCODINGS:
+        deps.metrics.bad_requests.labels(endpoint).inc()
+        return web.json_response(
+            {
+                "error": f"Content-Encoding {encoding!r} is not supported; send the "
+                "AdmissionReview uncompressed (or gzip, deflate)"
+            },
+            status=415,
+        )
+    try:
+        async with asyncio.timeout(deps.settings.body_timeout_seconds):
+            return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _bad_request(
+            deps, endpoint, f"AdmissionReview larger than {deps.settings.max_body_bytes} bytes"
+        )
+    except TimeoutError:
+        deps.metrics.bad_requests.labels(endpoint).inc()
+        response = web.json_response(
+            {
+                "error": "the request body did not arrive within "
+                f"{deps.settings.body_timeout_seconds:g}s (--body-timeout-seconds)"
+            },
+            status=408,
+        )
+        response.force_close()
+        return response
+    except (RequestPayloadError, HttpProcessingError) as exc:  # bad gzip, truncated chunks
+        response = _bad_request(deps, endpoint, f"the request body could not be read: {exc}")
+        response.force_close()
+        request.content.feed_eof()  # no lingering read of the rest of a broken body
+        return response
+
+
+def _too_complex(deps: Deps, req: AdmissionRequest) -> decisions.Decision | None:
+    """A refusal for an object too deep or too large to judge (before anything recursive)."""
+    for name, obj in (("object", req.object), ("oldObject", req.old_object)):
+        why = too_complex(
+            obj,
+            max_depth=deps.settings.max_object_depth,
+            max_nodes=deps.settings.max_object_nodes,
+        )
+        if why:
+            error = FieldError(
+                f"({name})",
+                why,
+                "see --max-object-depth and --max-object-nodes of the webhook",
+                "limits",
+            )
+            return decisions.Decision(allowed=False, errors=(error,))
+    return None
+
+
 def _handler(endpoint: str) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handle(request: web.Request) -> web.Response:
         deps = request.app[DEPS]
         start = time.perf_counter()
         try:
+            body_or_error = await _read_body(deps, endpoint, request)
+            if isinstance(body_or_error, web.Response):
+                return body_or_error
             try:
-                body = await request.read()
-            except web.HTTPRequestEntityTooLarge:
-                return _bad_request(
-                    deps,
-                    endpoint,
-                    f"AdmissionReview larger than {deps.settings.max_body_bytes} bytes",
-                )
-            try:
-                req = parse_review(body)
+                req = parse_review(body_or_error)
             except BadReview as exc:
                 return _bad_request(deps, endpoint, str(exc))
             try:
-                decision = await _decide(deps, endpoint, req)
+                decision = _too_complex(deps, req) or await _decide(deps, endpoint, req)
             except Exception:  # a bug: fail closed, loudly, without a 5xx
                 log.exception("%s of %s failed", endpoint, req.uid)
                 deps.metrics.internal_errors.labels(endpoint).inc()
@@ -211,14 +269,54 @@ def create_app(deps: Deps) -> web.Application:
     return app
 
 
+class _HttpsSite(web.TCPSite):
+    """``TCPSite`` with a bound on the TLS handshake (asyncio's default is 60 s)."""
+
+    def __init__(self, *args: Any, handshake_timeout_s: float, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._handshake_timeout_s = handshake_timeout_s
+
+    async def start(self) -> None:
+        self._runner._reg_site(self)  # BaseSite.start, without TCPSite's create_server
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            server,
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            ssl_handshake_timeout=self._handshake_timeout_s if self._ssl_context else None,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port,
+        )
+        sockets = self._server.sockets
+        self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
+
+
 async def start(
     app: web.Application, ssl_context: ssl.SSLContext, host: str, port: int
 ) -> tuple[web.AppRunner, int]:
     """Serve ``app`` over HTTPS; returns the runner (``await runner.cleanup()`` to stop) and
     the bound port (useful with ``port=0``)."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    settings = app[DEPS].settings
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        # aiohttp closes a connection idle for this long, also one that sent part of a
+        # request head and stalled: the header timeout.
+        keepalive_timeout=settings.header_timeout_seconds,
+    )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024)
+    site = _HttpsSite(
+        runner,
+        host,
+        port,
+        ssl_context=ssl_context,
+        backlog=1024,
+        handshake_timeout_s=settings.tls_handshake_timeout_seconds,
+    )
     await site.start()
     bound = port
     for addr in runner.addresses:

@@ -74,12 +74,23 @@ def _field(obj: dict[str, Any], key: str, typ: type, where: str, *, required: bo
     return value
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number (RFC 8259); send a number or a string")
+
+
 def parse_review(body: bytes) -> AdmissionRequest:
     """Parse an AdmissionReview; ``BadReview`` says what is wrong with it."""
     try:
-        doc = json.loads(body)
+        doc = json.loads(body, parse_constant=_no_constant)
+    except RecursionError as exc:
+        raise BadReview(
+            "body is JSON nested deeper than the webhook parses (about 900 levels); "
+            "no Kubernetes object needs more than a few dozen"
+        ) from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadReview(f"body is not JSON: {exc}") from exc
+    except ValueError as exc:  # integers over sys.get_int_max_str_digits() digits, NaN
+        raise BadReview(f"body is not usable JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise BadReview(f"an AdmissionReview must be a JSON object, not {type(doc).__name__}")
     if doc.get("apiVersion") != API_VERSION or doc.get("kind") != KIND:

@@ -90,6 +90,45 @@ class Settings:
             high=64 * 1024 * 1024,
         ),
     )
+    max_object_depth: int = field(
+        default=64,
+        metadata=_m(
+            "Deepest nesting of an admitted object (dicts and lists); deeper objects get "
+            "allowed: false naming this limit.",
+            low=16,
+            high=500,
+        ),
+    )
+    max_object_nodes: int = field(
+        default=200_000,
+        metadata=_m(
+            "Most fields and values in an admitted object; larger ones get allowed: false "
+            "naming this limit.",
+            low=1000,
+            high=10_000_000,
+        ),
+    )
+    header_timeout_seconds: float = field(
+        default=10.0,
+        metadata=_m(
+            "A connection that has not sent a complete request head within this time of "
+            "opening (or of its previous response) is closed.",
+            low=0.1,
+            high=600,
+        ),
+    )
+    body_timeout_seconds: float = field(
+        default=10.0,
+        metadata=_m(
+            "Time allowed to receive a request body; a slower one gets HTTP 408.",
+            low=0.1,
+            high=600,
+        ),
+    )
+    tls_handshake_timeout_seconds: float = field(
+        default=10.0,
+        metadata=_m("Time allowed for a client's TLS handshake.", low=0.1, high=600),
+    )
     node_lookup_timeout_seconds: float = field(
         default=3.0,
         metadata=_m("Time allowed to read the preferred nodes from the API.", low=0.1, high=30),
