@@ -280,21 +280,30 @@ class Controller:
 
     async def run(self, elector_run: Callable[[], Any] | None = None) -> None:
         """Run until cancelled."""
-        tasks = [asyncio.ensure_future(i.run()) for i in self.informers]
+        tasks: list[asyncio.Future[Any]] = [asyncio.ensure_future(i.run()) for i in self.informers]
         tasks.append(asyncio.ensure_future(self._heartbeat()))
+        elector: asyncio.Future[Any] | None = None
         try:
             await self.wait_synced()
             log.info("caches synced: %d Workspaces", len(self.workspaces.store))
             if elector_run is not None:
-                tasks.append(asyncio.ensure_future(elector_run()))
+                elector = asyncio.ensure_future(elector_run())
+                tasks.append(elector)
             else:
                 self.on_started_leading()
             tasks += [asyncio.ensure_future(self._worker()) for _ in range(self.workers)]
             await asyncio.gather(*tasks)
         finally:
+            # Stop the workers first, then the elector once (a second cancel would interrupt
+            # its release of the Lease), and wait for it: the standby leads at once.
             self.queue.shutdown()
-            for t in tasks:
+            others = [t for t in tasks if t is not elector]
+            for t in others:
                 t.cancel()
-            for t in tasks:
+            for t in others:
                 with contextlib.suppress(BaseException):
                     await t
+            if elector is not None:
+                elector.cancel()
+                with contextlib.suppress(BaseException):
+                    await elector

@@ -223,7 +223,15 @@ class LeaderElector:
                 self._set_leading(self.leading)
                 await asyncio.sleep(self._next_delay())
         finally:
-            await self._release()
+            await self._release_despite_cancellation()
+
+    async def _release_despite_cancellation(self) -> None:
+        """Release the Lease even when cancelled again while releasing (a shutdown cancels
+        every task, sometimes more than once): the release is bounded by its own timeouts."""
+        release = asyncio.ensure_future(self._release())
+        while not release.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(release)
 
     def _next_delay(self) -> float:
         if self._last_renew is None:

@@ -143,3 +143,26 @@ def test_killed_at_random_points_converges_without_duplicates_or_leaks(
         30,
         "its nodes to go",
     )
+
+
+def test_sigterm_releases_the_lease_and_the_standby_leads_at_once(
+    crds: ControlPlane, namespace: str, start_reconciler: StartReconciler
+) -> None:
+    """A rolling update: the leader gets SIGTERM. With a 60 s lease, only a released Lease
+    lets the standby lead within the 15 s the test waits."""
+    long_lease = ["--lease-duration-s", "60", "--renew-deadline-s", "40"]
+    a = start_reconciler(*long_lease, name="a")
+    wait_until(lambda: _holder(crds, namespace) == "a", 15, "a leads")
+    b = start_reconciler(*long_lease, name="b")
+    wait_until(lambda: _leader_gauge(b) == 0, 10, "b to stand by")
+
+    a.stop()  # SIGTERM, waits for the exit
+    assert a.popen is not None
+    assert a.popen.returncode == 0, a.tail()
+    assert _holder(crds, namespace) in ("", "b"), "the Lease still names the stopped leader"
+    assert "released lease" in a.log.read_text()
+    wait_until(lambda: _holder(crds, namespace) == "b", 15, "the standby to take the Lease")
+    wait_until(lambda: _leader_gauge(b) == 1, 10, "the standby to lead")
+    apply(crds, namespace, examples.SEED_FALCON)
+    wait_ready(crds, namespace, "workspace-falcon-7b")
+    assert b.total("kaito_reconciler_writes_total") > 0
