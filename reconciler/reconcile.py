@@ -47,6 +47,7 @@ from reconciler.resources import (
     STATEFULSETS,
     WORKSPACES,
 )
+from reconciler.spec_check import spec_problems
 from reconciler.status import (
     REASON_DELETING,
     REASON_WORKLOAD_REFUSED,
@@ -76,6 +77,30 @@ log = logging.getLogger(__name__)
 ANNOTATION_DESIRED_HASH = "kaito.sh/desired-hash"
 REFUSED = (400, 403, 422)
 """API answers that retrying the same request will not change: reported in status."""
+TYPED_PATCH_FAILURES = ("failed to create typed patch object", "not declared in schema")
+"""What the apiserver says (with HTTP 500) when an apply body does not fit the object's
+schema, e.g. an unknown field in a template Workspace's Pod template."""
+
+
+def refused(exc: ApiError) -> bool:
+    """The apiserver refused the request itself: the same request will be refused again."""
+    if exc.status in REFUSED:
+        return True
+    return exc.status == 500 and any(words in exc.message for words in TYPED_PATCH_FAILURES)
+
+
+def refusal_hint(exc: ApiError) -> str:
+    """What to do about a refused workload."""
+    if exc.status == 403:
+        return (
+            "check the reconciler's RBAC (create and patch on deployments, statefulsets and "
+            "services) and admission policies, then the reconciler's logs"
+        )
+    return (
+        "the Workspace renders an object the apiserver does not accept (for a template "
+        "Workspace: check inference.template against the Pod spec), fix it and apply the "
+        "Workspace again"
+    )
 REASON_NODECLAIM_REFUSED = "NodeClaimRefused"
 Key = tuple[str, str]
 
@@ -150,6 +175,12 @@ def owned(objs: Sequence[Obj], namespace: str, name: str) -> list[Obj]:
         if (o.get("metadata") or {}).get("namespace") == namespace
         and ((o.get("metadata") or {}).get("labels") or {}).get(LABEL_WORKSPACE) == name
     ]
+
+
+def _worker_nodes(ws_obj: Obj) -> list[str]:
+    """``status.workerNodes`` as stored, when it has the right shape."""
+    nodes = (ws_obj.get("status") or {}).get("workerNodes")
+    return [n for n in nodes if isinstance(n, str)] if isinstance(nodes, list) else []
 
 
 def now_rfc3339(now: datetime) -> str:
@@ -302,14 +333,19 @@ class Reconciler:
         if ws_obj is None:
             return await self._delete_claims(None, claims)
         config = self.admin_config()
-        try:
-            ws = Workspace.from_dict(default(ws_obj, config))
-        except ApiPackageError as exc:
-            bad = Cond(False, REASON_INVALID_SPEC, f"{exc}; fix the Workspace and apply it again")
-            await self._write_status(ws_obj, bad, bad, [])
-            return None
         if (ws_obj.get("metadata") or {}).get("deletionTimestamp"):
             return await self._finalize(ws_obj, claims)
+        # The webhook's rules again: the Workspace may never have been admitted.
+        problems = spec_problems(ws_obj, config=config, presets=self.presets, skus=self.base_skus)
+        ws: Workspace | None = None
+        try:
+            ws = None if problems else Workspace.from_dict(default(ws_obj, config))
+        except ApiPackageError as exc:
+            problems = f"{exc}; fix the Workspace and apply it again"
+        if ws is None:
+            bad = Cond(False, REASON_INVALID_SPEC, problems)
+            await self._write_status(ws_obj, bad, bad, _worker_nodes(ws_obj))
+            return None
 
         nodes = {o["metadata"]["name"]: o for o in self.caches.nodes.values()}
         skus = config.sku_catalog(self.base_skus)
@@ -345,16 +381,16 @@ class Reconciler:
                 )
                 raise
         workload: Obj | None = None
-        refused: ApiError | None = None
+        refusal: ApiError | None = None
         if plan.ready:
             try:
                 workload = await self._apply_workload(
                     ws=ws, ws_obj=ws_obj, needs=needs, plan=plan, nodes=nodes, config=config
                 )
             except ApiError as exc:
-                if exc.status not in REFUSED:
+                if not refused(exc):
                     raise
-                refused = exc  # the apiserver refuses what we render: say so, then back off
+                refusal = exc  # the apiserver refuses what we render: say so
                 workload = self._observed_workload(ws, needs)
         else:
             workload = self._observed_workload(ws, needs)
@@ -367,18 +403,18 @@ class Reconciler:
             replicas=needs.replicas,
             endpoint=f"http://{service_host(ws)}:80",
         )
-        if refused is not None:
+        if refusal is not None:
             inference = Cond(
                 False,
                 REASON_WORKLOAD_REFUSED,
-                f"the apiserver refused the workload: {refused}; check the reconciler's RBAC "
-                "(create and patch on deployments, statefulsets and services) and admission "
-                "policies, then the reconciler's logs",
+                f"the apiserver refused the workload: {refusal}; {refusal_hint(refusal)}",
             )
         worker_nodes = list(plan.selected) if plan.ready else list(ws.status.worker_nodes)
         await self._write_status(ws_obj, resource, inference, worker_nodes)
-        if refused is not None:
-            raise refused
+        if refusal is not None:
+            if refusal.status == 403:
+                raise refusal  # RBAC can be fixed without touching the Workspace: retry
+            return None  # the same spec is refused again: wait for a change (or the resync)
         if resource.ok and inference.ok:
             return None
         return self.options.pending_requeue_s
