@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from reconciler.errors import NotLeaderError
+from reconciler.errors import ApiError, NotLeaderError
 from reconciler.informer import Informer, Key
 from reconciler.labels import LABEL_INSTANCE_TYPE, LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
 from reconciler.observe import Obj
@@ -42,6 +42,16 @@ if TYPE_CHECKING:
     from reconciler.server import Health
 
 log = logging.getLogger(__name__)
+
+
+ADMISSION_RETRY_S = 5.0
+"""Longest wait before retrying a write an admission webhook could not judge: it is back as
+soon as its Pod is, and the full backoff (minutes) would outlast that."""
+
+
+def admission_unavailable(exc: BaseException) -> bool:
+    """The apiserver could not call an admission webhook (it is down or restarting)."""
+    return isinstance(exc, ApiError) and "failed calling webhook" in exc.message
 
 
 def _spec_view(ws: Obj) -> Any:
@@ -244,6 +254,8 @@ class Controller:
                     raise
                 except Exception as exc:
                     delay = self.backoff.next_delay(key)
+                    if admission_unavailable(exc):
+                        delay = min(delay, ADMISSION_RETRY_S)
                     log.warning(
                         "reconcile %s/%s failed (attempt %d), retrying in %.1fs: %s",
                         key[0],

@@ -101,6 +101,8 @@ def refusal_hint(exc: ApiError) -> str:
         "Workspace: check inference.template against the Pod spec), fix it and apply the "
         "Workspace again"
     )
+
+
 REASON_NODECLAIM_REFUSED = "NodeClaimRefused"
 Key = tuple[str, str]
 
@@ -183,20 +185,45 @@ def _worker_nodes(ws_obj: Obj) -> list[str]:
     return [n for n in nodes if isinstance(n, str)] if isinstance(nodes, list) else []
 
 
+def claim_created_event(claim: Mapping[str, Any]) -> EventSpec:
+    """The ``NodeClaimCreated`` Event of a claim, from the claim itself."""
+    requirements = (claim.get("spec") or {}).get("requirements") or [{}]
+    values = requirements[0].get("values") or ["GPU"]
+    return EventSpec(
+        "Normal",
+        "NodeClaimCreated",
+        f"created NodeClaim {claim['metadata']['name']} for a {values[0]} node",
+    )
+
+
+def claim_event_name(ws_name: str, claim: Mapping[str, Any]) -> str:
+    """One Event name per claim: re-emitting it after a crash is a harmless conflict."""
+    return f"{ws_name}.{claim['metadata']['name']}.created"[:253]
+
+
 def now_rfc3339(now: datetime) -> str:
     return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def event_manifest(
-    ws_obj: Mapping[str, Any], spec: EventSpec, *, now: datetime, component: str, instance: str
+    ws_obj: Mapping[str, Any],
+    spec: EventSpec,
+    *,
+    now: datetime,
+    component: str,
+    instance: str,
+    name: str = "",
+    at: str = "",
 ) -> Obj:
+    """An Event about the Workspace; ``name`` (default: random) and ``at`` (the time of what
+    happened, default: now) make an Event re-emitted from state the same as the first."""
     meta = ws_obj.get("metadata") or {}
-    ts = now_rfc3339(now)
+    ts = at or now_rfc3339(now)
     return {
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": {
-            "name": f"{meta.get('name')}.{uuid.uuid4().hex[:16]}",
+            "name": name or f"{meta.get('name')}.{uuid.uuid4().hex[:16]}",
             "namespace": meta.get("namespace"),
         },
         "involvedObject": {
@@ -265,6 +292,8 @@ class Reconciler:
         self.leading = leading
         self.now = now
         self._config: tuple[str, AdminConfig] = ("", DEFAULT_CONFIG)
+        self._announced: set[str] = set()
+        """NodeClaim uids whose ``NodeClaimCreated`` Event this process has made sure of."""
 
     # ------------------------------------------------------------------ plumbing
 
@@ -358,6 +387,7 @@ class Reconciler:
             await self._write_status(ws_obj, resource, inference, list(ws.status.worker_nodes))
             return None
 
+        await self._announce_claims(ws_obj, claims)
         plan = plan_nodes(ws, needs, nodes=nodes, claims=claims, ref=self.options.node_class)
         if plan.create:
             try:
@@ -444,18 +474,42 @@ class Reconciler:
     async def _create_claims(self, ws_obj: Obj, plan: NodePlan) -> None:
         self._guard()
         await self._ensure_finalizer(ws_obj)
-        events = []
-        for claim in plan.create:
-            await self._apply(claim, self.caches.nodeclaims)
-            events.append(
-                EventSpec(
-                    "Normal",
-                    "NodeClaimCreated",
-                    f"created NodeClaim {claim['metadata']['name']} for a "
-                    f"{claim['spec']['requirements'][0]['values'][0]} node",
+        created = [await self._apply(claim, self.caches.nodeclaims) for claim in plan.create]
+        await self._announce_claims(ws_obj, created)
+
+    async def _announce_claims(self, ws_obj: Obj, claims: Sequence[Obj]) -> None:
+        """The ``NodeClaimCreated`` Event of each claim, once per claim and process: made from
+        the claim (its name and creation time), so a crash between creating a claim and its
+        Event loses nothing; an Event already there is a conflict, ignored."""
+        ws_name = str(ws_obj["metadata"]["name"])
+        for claim in claims:
+            meta = claim.get("metadata") or {}
+            uid = str(meta.get("uid") or "")
+            if not uid or uid in self._announced or meta.get("deletionTimestamp"):
+                continue
+            if not self.leading():
+                return
+            try:
+                await self.kube.event(
+                    event_manifest(
+                        ws_obj,
+                        claim_created_event(claim),
+                        now=self.now(),
+                        component=self.options.field_manager,
+                        instance=self.options.identity,
+                        name=claim_event_name(ws_name, claim),
+                        at=str(meta.get("creationTimestamp") or ""),
+                    )
                 )
-            )
-        await self._events(ws_obj, events)
+                self._count("Event", "create")
+            except ApiError as exc:
+                if exc.status != 409:
+                    log.warning("event NodeClaimCreated for %s: %s", ws_name, exc)
+                    continue
+            except OSError as exc:
+                log.warning("event NodeClaimCreated for %s: %s", ws_name, exc)
+                continue
+            self._announced.add(uid)
 
     async def _apply_workload(
         self,

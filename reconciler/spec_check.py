@@ -22,7 +22,6 @@ from api.presets import PresetCatalog
 from api.skus import SkuCatalog
 from api.validation import FieldError, ValidationContext, validate_create
 
-
 LEFT_TO_SIZING = frozenset(
     {"instancetype.toosmall", "instancetype.unknown", "preset.unknown", "runtime.unsupported"}
 )

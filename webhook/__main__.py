@@ -7,9 +7,12 @@ Out-of-cluster (any kubeconfig, same code as in-cluster)::
 
 keeps its CA and serving certificate (SANs include 127.0.0.1) in the Secret
 default/kaito-webhook-certs, registers Mutating/ValidatingWebhookConfigurations pointing at
-https://127.0.0.1:9443 with the CA bundle, keeps the bundle current on rotation, and deletes the
-configurations on exit (SIGINT/SIGTERM). With ``--tls-cert-file/--tls-key-file/--ca-file`` it
-serves those files instead (reloaded when they change).
+https://127.0.0.1:9443 with the CA bundle, keeps the bundle current on rotation, re-creates the
+configurations if they are deleted while it runs, and deletes them on exit (SIGINT/SIGTERM):
+admission is then off until the next start (Workspaces are not defaulted or validated by the
+webhook; the reconciler still refuses invalid ones with InvalidSpec). With
+``--tls-cert-file/--tls-key-file/--ca-file`` it serves those files instead (reloaded when they
+change).
 """
 
 from __future__ import annotations
@@ -33,6 +36,32 @@ from webhook.settings import Settings, load_settings
 log = logging.getLogger("kaito.webhook")
 
 
+async def _register(kube: Kube, settings: Settings, port: int, ca_pem: bytes) -> None:
+    for obj in registration.url_configurations(
+        settings.webhook_name,
+        settings.register_host,
+        port,
+        ca_pem,
+        timeout=settings.webhook_timeout_seconds,
+    ):
+        await kube.apply_webhook_configuration(obj)
+
+
+async def _keep_registered(kube: Kube, settings: Settings, port: int, ca_pem: bytes) -> None:
+    """``--register``: re-create the configurations when someone deletes them while we run."""
+    while True:
+        await asyncio.sleep(settings.register_check_seconds)
+        try:
+            if not await kube.webhook_configurations_present(settings.webhook_name):
+                await _register(kube, settings, port, ca_pem)
+                log.warning(
+                    "webhook configurations %s were deleted while serving: re-created them",
+                    settings.webhook_name,
+                )
+        except KubeError as exc:
+            log.warning("checking webhook configurations %s: %s", settings.webhook_name, exc)
+
+
 async def serve(settings: Settings, env: Mapping[str, str]) -> None:
     kube = None if settings.no_kube else Kube.connect(settings.kubeconfig)
     source: ConfigSource | None = None
@@ -46,21 +75,16 @@ async def serve(settings: Settings, env: Mapping[str, str]) -> None:
     log.info("serving https://%s:%d", settings.host, port)
     registered = False
     fresh: asyncio.Task[None] | None = None
+    keeper: asyncio.Task[None] | None = None
     try:
         if settings.register:
             assert kube is not None
             if tls.ca_pem is None:
                 raise SettingsError("--register needs the CA bundle (--ca-file)")
-            for obj in registration.url_configurations(
-                settings.webhook_name,
-                settings.register_host,
-                port,
-                tls.ca_pem,
-                timeout=settings.webhook_timeout_seconds,
-            ):
-                await kube.apply_webhook_configuration(obj)
+            await _register(kube, settings, port, tls.ca_pem)
             registered = True
             log.info("registered webhook configurations %s", settings.webhook_name)
+            keeper = asyncio.create_task(_keep_registered(kube, settings, port, tls.ca_pem))
         fresh = asyncio.create_task(tls.keep_fresh())  # after registration: it injects caBundle
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -68,10 +92,11 @@ async def serve(settings: Settings, env: Mapping[str, str]) -> None:
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
     finally:
-        if fresh is not None:
-            fresh.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await fresh
+        for task in (keeper, fresh):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if registered and kube is not None:
             with contextlib.suppress(KubeError):
                 await kube.delete_webhook_configurations(settings.webhook_name)

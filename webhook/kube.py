@@ -119,6 +119,20 @@ class Kube:
                 f"applying {obj['kind']} {obj['metadata']['name']}: HTTP {exc.status} {exc.body}"
             ) from exc
 
+    async def webhook_configurations_present(self, name: str) -> bool:
+        """Whether both the Mutating- and the ValidatingWebhookConfiguration ``name`` exist."""
+        for fn in (
+            self.admission.read_mutating_webhook_configuration,
+            self.admission.read_validating_webhook_configuration,
+        ):
+            try:
+                await self._call(fn, name, request_timeout=30)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return False
+                raise KubeError(f"reading webhook configuration {name}: HTTP {exc.status}") from exc
+        return True
+
     async def delete_webhook_configurations(self, name: str) -> None:
         """Delete both configurations named ``name`` (absent ones are fine)."""
         for fn in (

@@ -35,11 +35,40 @@ def _rules() -> list[dict[str, Any]]:
     ]
 
 
+JUDGED_FIELDS = ("resource", "inference", "metadata.annotations", "metadata.labels")
+"""What the webhook defaults and judges; an UPDATE that changes none of them is not sent."""
+
+
+def _unchanged(path: str) -> str:
+    """CEL: the field at ``object.<path>`` is the same in ``oldObject`` (both absent counts)."""
+    new, old = f"object.{path}", f"oldObject.{path}"
+    return f"(has({new}) == has({old}) && (!has({new}) || {new} == {old}))"
+
+
+def match_conditions() -> list[dict[str, str]]:
+    """CEL conditions (``matchConditions``): updates that change nothing the webhook judges
+    (our finalizer added or removed, owner references) and objects being deleted skip the
+    webhook, so the reconciler's finalizer writes never wait for admission. Status writes
+    use the ``status`` subresource, which the rules do not match at all."""
+    same = " && ".join(_unchanged(p) for p in JUDGED_FIELDS)
+    return [
+        {
+            "name": "changes-judged-fields",
+            "expression": f"request.operation != 'UPDATE' || !({same})",
+        },
+        {
+            "name": "not-being-deleted",
+            "expression": "!has(object.metadata.deletionTimestamp)",
+        },
+    ]
+
+
 def _webhook(name: str, client_config: dict[str, Any], timeout: int) -> dict[str, Any]:
     return {
         "name": name,
         "clientConfig": client_config,
         "rules": _rules(),
+        "matchConditions": match_conditions(),
         "admissionReviewVersions": ["v1"],
         "sideEffects": "None",
         "failurePolicy": "Fail",

@@ -137,7 +137,18 @@ class Settings:
         default=False,
         metadata=_m(
             "Out-of-cluster mode: register the Mutating/ValidatingWebhookConfigurations by URL "
-            "(https://REGISTER_HOST:PORT) with the CA bundle, and remove them on exit."
+            "(https://REGISTER_HOST:PORT) with the CA bundle, re-create them if they are "
+            "deleted while running, and remove them on exit: admission is then OFF until the "
+            "next start (Workspaces are not defaulted or validated by the webhook; the "
+            "reconciler still refuses invalid ones with InvalidSpec)."
+        ),
+    )
+    register_check_seconds: float = field(
+        default=10.0,
+        metadata=_m(
+            "With --register: how often to check that the configurations still exist.",
+            low=0.1,
+            high=3600,
         ),
     )
     register_host: str = field(

@@ -34,7 +34,7 @@ def test_out_of_cluster_mode_registers_and_deregisters(
         "--host", "127.0.0.1", "--port", str(free_port()),
         "--tls-cert-file", str(pki.cert_file), "--tls-key-file", str(pki.key_file),
         "--ca-file", str(pki.ca_file),
-        "--register", "--webhook-name", name,
+        "--register", "--webhook-name", name, "--register-check-seconds", "0.3",
         "--config-namespace", namespace, "--config-poll-seconds", "0.2",
     ]  # fmt: skip
     log = (tmp_path / "webhook.log").open("w")
@@ -60,6 +60,13 @@ def test_out_of_cluster_mode_registers_and_deregisters(
         assert out.returncode == 0, out.stderr
         stored = cp.kubectl_json("get", "workspace", "workspace-falcon-7b", "-n", namespace)
         assert stored["metadata"]["annotations"]["kaito.sh/runtime"] == "vllm"
+
+        # Someone deletes the configurations while it runs: they come back.
+        for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+            cp.kubectl("delete", kind, name)
+        wait_until(registered, 30)
+        wait_until(lambda: webhook_in_force(cp, namespace, seed.FALCON_7B_ADAPTERS), 60)
+        assert cp.kubectl("get", "mutatingwebhookconfiguration", name, check=False).returncode == 0
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(30)
@@ -68,6 +75,7 @@ def test_out_of_cluster_mode_registers_and_deregisters(
     text = (tmp_path / "webhook.log").read_text()
     assert f"registered webhook configurations {name}" in text
     assert f"removed webhook configurations {name}" in text
+    assert f"webhook configurations {name} were deleted while serving: re-created them" in text
     for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
         assert cp.kubectl("get", kind, name, check=False).returncode != 0
     # without the webhook the placeholder is no longer refused at admission
