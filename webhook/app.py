@@ -27,6 +27,8 @@ from api.skus import load_skus
 from api.validation import FieldError, NodeFacts
 from webhook import decisions
 from webhook.config_watch import ConfigSource, ConfigState, poll
+from webhook.dry_run import FIELD_MANAGER as DRY_RUN_MANAGER
+from webhook.dry_run import probe_deployment
 from webhook.errors import BadReview, KubeError
 from webhook.kube import Kube
 from webhook.metrics import Metrics
@@ -95,7 +97,36 @@ async def _decide(deps: Deps, endpoint: str, req: AdmissionRequest) -> decisions
                 "nodes.lookup",
             )
             return decisions.Decision(allowed=False, errors=(error,))
-    return decisions.validate(req, ctx)
+    decision = decisions.validate(req, ctx)
+    if decision.allowed and deps.kube is not None and deps.settings.template_dry_run:
+        decision = await _dry_run(deps, req, decision)
+    return decision
+
+
+async def _dry_run(
+    deps: Deps, req: AdmissionRequest, decision: decisions.Decision
+) -> decisions.Decision:
+    """Refuse a template the apiserver would refuse (``webhook.dry_run``)."""
+    assert deps.kube is not None
+    deployment = probe_deployment(req)
+    if deployment is None:
+        return decision
+    try:
+        refusal = await deps.kube.dry_run_apply(
+            deployment, DRY_RUN_MANAGER, deps.settings.dry_run_timeout_seconds
+        )
+    except KubeError as exc:
+        warning = f"the Pod template was not checked with the apiserver ({exc})"
+        return replace(decision, warnings=(*decision.warnings, warning))
+    if not refusal:
+        return decision
+    error = FieldError(
+        "inference.template",
+        f"the apiserver refuses the Deployment this template renders: {refusal}",
+        "fix the Pod template (`kubectl explain pod.spec` lists its fields)",
+        "template.apiserver",
+    )
+    return decisions.Decision(allowed=False, errors=(error,))
 
 
 ENCODINGS = ("", "identity", "gzip", "deflate")

@@ -26,6 +26,15 @@ def _decode(response: Any) -> Any:
     return json.loads(response.data)
 
 
+def _status_message(exc: ApiException) -> str:
+    """The ``message`` of the Status an ApiException carries, else its reason."""
+    try:
+        message = json.loads(exc.body or b"{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or exc.reason or f"HTTP {exc.status}")
+
+
 class Kube:
     """A thin async facade over the few API calls the webhook makes."""
 
@@ -33,6 +42,7 @@ class Kube:
         self.api_client = api_client
         self.core = client.CoreV1Api(api_client)
         self.admission = client.AdmissionregistrationV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
 
     @classmethod
     def connect(cls, kubeconfig: Path | None) -> Kube:
@@ -118,6 +128,31 @@ class Kube:
             raise KubeError(
                 f"applying {obj['kind']} {obj['metadata']['name']}: HTTP {exc.status} {exc.body}"
             ) from exc
+
+    async def dry_run_apply(
+        self, deployment: dict[str, Any], field_manager: str, timeout_s: float
+    ) -> str:
+        """Server-side apply ``deployment`` with ``dryRun=All``; returns the apiserver's reason
+        for refusing it (HTTP 400, 422 or 500), ``""`` when it would be accepted. Other
+        failures (unreachable, forbidden) raise ``KubeError``."""
+        meta = deployment["metadata"]
+        try:
+            await self._call(
+                self.apps.patch_namespaced_deployment,
+                meta["name"],
+                meta["namespace"],
+                deployment,
+                field_manager=field_manager,
+                force=True,
+                dry_run="All",
+                _content_type="application/apply-patch+yaml",
+                request_timeout=timeout_s,
+            )
+        except ApiException as exc:
+            if exc.status in (400, 422, 500):
+                return _status_message(exc)
+            raise KubeError(f"dry run of the template: HTTP {exc.status} {exc.reason}") from exc
+        return ""
 
     async def webhook_configurations_present(self, name: str) -> bool:
         """Whether both the Mutating- and the ValidatingWebhookConfiguration ``name`` exist."""

@@ -133,6 +133,22 @@ class Settings:
         default=3.0,
         metadata=_m("Time allowed to read the preferred nodes from the API.", low=0.1, high=30),
     )
+    template_dry_run: bool = field(
+        default=True,
+        metadata=_m(
+            "Check a template Workspace's Deployment with a server-side dry run (the apiserver's "
+            "own validation of the Pod template); needs patch on deployments."
+        ),
+    )
+    dry_run_timeout_seconds: float = field(
+        default=2.0,
+        metadata=_m(
+            "Time allowed for that dry run; when it fails or times out the Workspace is "
+            "admitted with a warning.",
+            low=0.1,
+            high=30,
+        ),
+    )
     register: bool = field(
         default=False,
         metadata=_m(

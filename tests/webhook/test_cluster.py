@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 
 from tests.api import seed
@@ -324,3 +325,60 @@ def test_certificate_rotation_while_creates_run(
     stored = control_plane.kubectl_json("get", "workspaces", "-n", namespace)["items"]
     assert len(stored) == len(results)
     assert all(w["metadata"]["annotations"]["kaito.sh/runtime"] == "vllm" for w in stored)
+
+
+_POD_TEMPLATE_WS = """
+apiVersion: kaito.sh/v1alpha1
+kind: Workspace
+metadata:
+  name: workspace-custom
+resource:
+  instanceType: "Standard_NC6s_v3"
+  labelSelector:
+    matchLabels:
+      apps: custom
+inference:
+  template:
+    spec:
+      containers:
+        - name: server
+          image: registry.example.com/custom-llm:1.0
+          resources:
+            limits:
+              nvidia.com/gpu: "1"
+"""
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"bogusField": 1}, "bogusField"),
+        ({"resources": {"limits": {"nvidia.com/gpu": "lots"}}}, "lots"),
+        ({"name": "dup"}, "duplicate"),
+    ],
+)
+def test_a_template_the_apiserver_refuses_is_refused_at_admission(
+    live: RunningWebhook,
+    control_plane: ControlPlane,
+    namespace: str,
+    change: dict[str, Any],
+    words: str,
+) -> None:
+    cp = control_plane
+    ws = yaml.safe_load(_POD_TEMPLATE_WS)
+    containers = ws["inference"]["template"]["spec"]["containers"]
+    if change == {"name": "dup"}:
+        containers.append({**containers[0], "name": "server"})
+    else:
+        containers[0].update(change)
+    out = apply(cp, ws, namespace)
+    assert out.returncode != 0
+    assert DENIED in out.stderr
+    assert "the apiserver refuses the Deployment this template renders" in out.stderr
+    assert words in out.stderr
+    assert cp.kubectl("get", "workspace", "-n", namespace, "-o", "name").stdout == ""
+
+    out = apply(cp, _POD_TEMPLATE_WS, namespace)  # the valid template is admitted
+    assert out.returncode == 0, out.stderr
+    assert cp.kubectl("get", "deployments", "-n", namespace, "-o", "name").stdout == ""
+    _delete(cp, namespace, "workspace-custom")
