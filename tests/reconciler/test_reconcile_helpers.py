@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from reconciler.controller import keys_for
+from reconciler.controller import admission_unavailable, keys_for
+from reconciler.errors import ApiError
 from reconciler.reconcile import (
     ANNOTATION_DESIRED_HASH,
     is_subset,
     needs_apply,
+    refused,
     strategy_of,
     with_hash,
 )
@@ -132,3 +134,25 @@ def test_a_node_wakes_only_workspaces_that_could_use_it() -> None:
         }
     }
     assert keys_for("Node", made, None, spaces) == {("o", "owner")}
+
+
+def test_apply_refusals_are_permanent_and_webhook_outages_are_not() -> None:
+    typed = ApiError(
+        500,
+        "InternalError",
+        "failed to create typed patch object (/x; apps/v1, Kind=Deployment): "
+        '.spec.template.spec.containers[name="server"].bogusField: field not declared in schema',
+    )
+    assert refused(typed)
+    assert refused(ApiError(422, "Invalid", "spec.template.spec.containers[1].name: Duplicate"))
+    assert not refused(ApiError(500, "InternalError", "etcdserver: request timed out"))
+    assert not refused(ApiError(503, "ServiceUnavailable", "try again"))
+    down = ApiError(
+        500,
+        "InternalError",
+        'Internal error occurred: failed calling webhook "validate.workspaces.kaito.sh": '
+        "connect: connection refused",
+    )
+    assert admission_unavailable(down)
+    assert not refused(down)
+    assert not admission_unavailable(typed)
