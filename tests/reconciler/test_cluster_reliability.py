@@ -51,7 +51,10 @@ def test_workspaces_admission_never_saw_are_invalid_and_get_nothing(
 
 def _template_with(**container_fields: object) -> dict[str, object]:
     ws = seed.load(examples.TEMPLATE)
-    ws["inference"]["template"]["spec"]["containers"][0].update(container_fields)
+    containers = ws["inference"]["template"]["spec"]["containers"]
+    if container_fields.pop("duplicate", False):
+        containers.append({**containers[0], "resources": {}})
+    containers[0].update(container_fields)
     return ws
 
 
@@ -59,7 +62,7 @@ def _template_with(**container_fields: object) -> dict[str, object]:
     ("fields", "words"),
     [
         ({"bogusField": 1}, "not declared in schema"),
-        ({"resources": {"limits": {"nvidia.com/gpu": "lots"}}}, "lots"),
+        ({"duplicate": True}, "duplicate entries"),
     ],
 )
 def test_a_workload_the_apiserver_refuses_is_reported_and_not_retried(
