@@ -353,7 +353,7 @@ inference:
     ("change", "words"),
     [
         ({"bogusField": 1}, "bogusField"),
-        ({"resources": {"limits": {"nvidia.com/gpu": "lots"}}}, "lots"),
+        ({"resources": {"limits": {"nvidia.com/gpu": "lots"}}}, "quantities must match"),
         ({"name": "dup"}, "duplicate"),
     ],
 )
