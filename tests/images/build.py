@@ -509,6 +509,60 @@ def ensure_adapter_image(
     return _build(name, key, root, make, replaces_older=False)
 
 
+class Container:
+    """A working container of a built image (buildah, chroot isolation, the host's network)."""
+
+    def __init__(self, buildah: Buildah, name: str) -> None:
+        self.buildah = buildah
+        self.name = name
+
+    def argv(self, command: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
+        envs = [f"--env={k}={v}" for k, v in (env or {}).items()]
+        return self.buildah.argv(
+            "run", "--isolation", "chroot", "--network", "host", *envs, self.name, "--", *command
+        )
+
+    def run(
+        self, command: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.argv(command, env),
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=timeout,
+            check=False,
+        )
+
+    def popen(
+        self, command: Sequence[str], *, env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[str]:
+        """Started in a session of its own: stop it with ``os.killpg``."""
+        return subprocess.Popen(
+            self.argv(command, env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+
+
+@contextmanager
+def container(image: BuiltImage, root: Path | None = None) -> Iterator[Container]:
+    """A container of ``image`` (from its archive) on a throw-away storage, removed on exit."""
+    root = root or cache_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    buildah = Buildah(Path(tempfile.mkdtemp(prefix=f"run-{image.name}-", dir=root)))
+    try:
+        buildah.pick_driver()
+        name = f"kaito-test-{image.name}"
+        buildah.run("from", "--quiet", "--name", name, f"oci-archive:{image.archive}")
+        yield Container(buildah, name)
+    finally:
+        buildah.close()
+
+
 def describe(image: BuiltImage) -> dict[str, object]:
     out = asdict(image)
     out["archive"] = str(image.archive)
@@ -520,6 +574,6 @@ def clean(root: Path | None = None) -> None:
     root = root or cache_dir()
     if not root.exists():
         return
-    for work in root.glob("build-*"):
+    for work in [*root.glob("build-*"), *root.glob("run-*")]:
         Buildah(work).close()
     shutil.rmtree(root, ignore_errors=True)
