@@ -9,7 +9,8 @@ import pytest
 
 from tests.images import build
 from tests.images.errors import ImageError
-from tests.install.manifests import IMAGES
+from tests.install.images import parse_dockerfile
+from tests.install.manifests import IMAGES, ROOT
 
 BUILDAH_FAILURE = """\
 STEP 1/14: FROM oci-archive:/root/.cache/kaito-py/images/base-1.oci.tar
@@ -53,8 +54,8 @@ def test_the_key_of_a_manifests_image_covers_the_files_it_copies(tmp_path: Path)
     key = build.image_key("controller", base)
     assert key == build.image_key("controller", base)
     assert key != build.image_key("controller", other)
-    sources = build.parse_dockerfile(IMAGES / "controller.Dockerfile").copied_sources()
-    parts = dict(build.file_parts(build.ROOT, sources))
+    sources = parse_dockerfile(IMAGES / "controller.Dockerfile").copied_sources()
+    parts = dict(build.file_parts(ROOT, sources))
     assert "webhook/__main__.py" in parts
     assert "manifests/images/controller.requirements.txt" in parts
     assert not [p for p in parts if "__pycache__" in p or p.endswith(".pyc")]
@@ -78,5 +79,5 @@ def test_the_builder_is_generic_over_the_python_dockerfiles() -> None:
     names = build.buildable()
     assert {"controller", "transformers"} <= set(names)
     for name in names:
-        df = build.parse_dockerfile(IMAGES / f"{name}.Dockerfile")
+        df = parse_dockerfile(IMAGES / f"{name}.Dockerfile")
         assert df.args.get("PYTHON_IMAGE"), f"{name}.Dockerfile has no PYTHON_IMAGE build arg"
