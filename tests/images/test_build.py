@@ -81,3 +81,21 @@ def test_the_builder_is_generic_over_the_python_dockerfiles() -> None:
     for name in names:
         df = parse_dockerfile(IMAGES / f"{name}.Dockerfile")
         assert df.args.get("PYTHON_IMAGE"), f"{name}.Dockerfile has no PYTHON_IMAGE build arg"
+
+
+def test_missing_tools_are_named_with_their_packages(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With nothing on PATH (no buildah, no mmdebstrap, no apt-get) the error names each
+    command, its Debian package, and what to do."""
+    from tests.images import prereqs
+    from tests.images.errors import PrerequisiteError
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert prereqs.missing() == {"buildah": "buildah", "mmdebstrap": "mmdebstrap"}
+    with pytest.raises(PrerequisiteError) as caught:
+        prereqs.ensure()
+    message = str(caught.value)
+    assert "buildah (Debian package buildah)" in message
+    assert "mmdebstrap (Debian package mmdebstrap)" in message
+    assert "there is no apt-get here" in message
