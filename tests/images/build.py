@@ -308,6 +308,10 @@ def _build(
         if found is not None:
             return found
         prereqs.ensure()
+        # Builds happen under the lock only: a build folder seen now is a killed run's debris.
+        for stale in root.glob("build-*"):
+            say(f"removing {stale.name}, left by an interrupted build")
+            Buildah(stale).close()
         tag = f"{REPOSITORY}/{name}:{key}"
         say(f"building {tag} (first time for these inputs; cached afterwards)")
         started = time.monotonic()
