@@ -99,3 +99,37 @@ def test_missing_tools_are_named_with_their_packages(
     assert "buildah (Debian package buildah)" in message
     assert "mmdebstrap (Debian package mmdebstrap)" in message
     assert "there is no apt-get here" in message
+
+
+@pytest.mark.images
+@pytest.mark.slow
+def test_a_failing_build_names_the_dockerfile_and_the_step(tmp_path: Path) -> None:
+    """A real buildah build whose third step fails: the error names the file and that step."""
+    import tempfile
+
+    from tests.images.errors import BuildError
+
+    base = build.ensure_base()
+    dockerfile = tmp_path / "broken.Dockerfile"
+    dockerfile.write_text(
+        "ARG PYTHON_IMAGE\nFROM ${PYTHON_IMAGE}\nRUN python -c 'print(1)'\n"
+        "RUN python -c 'import sys; sys.exit(\"no such package: kaito-missing\")'\nUSER 1000\n"
+    )
+    work = Path(tempfile.mkdtemp(prefix="run-failing-", dir=build.cache_dir()))
+    buildah = build.Buildah(work)
+    try:
+        buildah.pick_driver()
+        with pytest.raises(BuildError) as caught:
+            buildah.bud(
+                dockerfile,
+                tmp_path,
+                "localhost/kaito-py/broken:test",
+                {"PYTHON_IMAGE": f"oci-archive:{base.archive}"},
+                None,
+            )
+    finally:
+        buildah.close()
+    message = str(caught.value)
+    assert message.startswith(f"building {dockerfile} failed at STEP 3/4: RUN python -c")
+    assert "no such package: kaito-missing" in message  # the step's own output follows
+    assert not work.exists()
