@@ -300,31 +300,6 @@ def create_app(deps: Deps) -> web.Application:
     return app
 
 
-class _HttpsSite(web.TCPSite):
-    """``TCPSite`` with a bound on the TLS handshake (asyncio's default is 60 s)."""
-
-    def __init__(self, *args: Any, handshake_timeout_s: float, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self._handshake_timeout_s = handshake_timeout_s
-
-    async def start(self) -> None:
-        self._runner._reg_site(self)  # BaseSite.start, without TCPSite's create_server
-        server = self._runner.server
-        assert server is not None
-        self._server = await asyncio.get_running_loop().create_server(
-            server,
-            self._host,
-            self._port,
-            ssl=self._ssl_context,
-            ssl_handshake_timeout=self._handshake_timeout_s if self._ssl_context else None,
-            backlog=self._backlog,
-            reuse_address=self._reuse_address,
-            reuse_port=self._reuse_port,
-        )
-        sockets = self._server.sockets
-        self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
-
-
 async def start(
     app: web.Application, ssl_context: ssl.SSLContext, host: str, port: int
 ) -> tuple[web.AppRunner, int]:
@@ -340,14 +315,8 @@ async def start(
         keepalive_timeout=settings.header_timeout_seconds,
     )
     await runner.setup()
-    site = _HttpsSite(
-        runner,
-        host,
-        port,
-        ssl_context=ssl_context,
-        backlog=1024,
-        handshake_timeout_s=settings.tls_handshake_timeout_seconds,
-    )
+    # The TLS handshake is bounded by asyncio's own timeout (60 s).
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024)
     await site.start()
     bound = port
     for addr in runner.addresses:

@@ -125,10 +125,6 @@ class Settings:
             high=600,
         ),
     )
-    tls_handshake_timeout_seconds: float = field(
-        default=10.0,
-        metadata=_m("Time allowed for a client's TLS handshake.", low=0.1, high=600),
-    )
     node_lookup_timeout_seconds: float = field(
         default=3.0,
         metadata=_m("Time allowed to read the preferred nodes from the API.", low=0.1, high=30),
