@@ -129,7 +129,7 @@ def selector_matches(selector: LabelSelector | None, labels: Mapping[str, str]) 
 def nodeclaim(ws: Workspace, index: int, needs: Needs, ref: NodeClassRef) -> Obj:
     """The NodeClaim manifest for node ``index`` of ``ws``."""
     selector = ws.resource.label_selector
-    labels = {**(dict(selector.match_labels) if selector else {}), **owner_labels(ws)}
+    labels = {**(selector.label_map() if selector else {}), **owner_labels(ws)}
     labels[LABEL_NODEPOOL] = NODEPOOL
     requirements = [
         {
