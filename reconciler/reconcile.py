@@ -54,6 +54,7 @@ from reconciler.status import (
     EventSpec,
     build_status,
     inference_condition,
+    model_access_secret,
     same_status,
     status_events,
 )
@@ -366,6 +367,7 @@ class Reconciler:
             pods=pods,
             replicas=needs.replicas,
             endpoint=f"http://{service_host(ws)}:80",
+            model_access_secret=model_access_secret(ws),
         )
         if refused is not None:
             inference = Cond(
