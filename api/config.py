@@ -11,7 +11,8 @@ Keys (all values are strings, as in any ConfigMap):
 defaultRuntime          ``vllm`` (default) or ``transformers``: set on Workspaces without
                         the ``kaito.sh/runtime`` annotation.
 defaultInstanceType     A SKU name set on Workspaces that give neither ``instanceType``
-                        nor ``preferredNodes``. Default: none (the field is required).
+                        nor ``preferredNodes``. Default: none, and then such Workspaces
+                        get ``Standard_NC12s_v3`` (the seed API's default).
 allowedInstanceTypes    SKU names users may request, separated by commas, spaces or new
                         lines. Default: every SKU in the catalog.
 allowedPresets          Preset names users may request (same separators). Default: all.

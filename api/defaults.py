@@ -10,8 +10,10 @@ Defaults:
 * ``inference.adapters[*].strength``: ``config.default_adapter_strength`` when absent; a number
   (``strength: 0.2`` unquoted in YAML) becomes the string ``"0.2"`` so the object meets the
   schema, which wants a decimal string;
-* ``resource.instanceType``: ``config.default_instance_type`` when the admin set one and the
-  Workspace gives neither an instance type nor preferred nodes.
+* ``resource.instanceType``: when the Workspace gives neither an instance type nor preferred
+  nodes, the admin's ``config.default_instance_type``, else ``Standard_NC12s_v3`` (the seed
+  API's default, ``api.workspace.DEFAULT_INSTANCE_TYPE``). A Workspace with ``preferredNodes``
+  keeps no instance type (nothing is provisioned for it).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from api.config import DEFAULT_CONFIG, AdminConfig
-from api.workspace import RUNTIME_ANNOTATION
+from api.workspace import DEFAULT_INSTANCE_TYPE, RUNTIME_ANNOTATION
 
 
 def _strength_text(value: float | int) -> str:
@@ -54,10 +56,9 @@ def default(ws: Mapping[str, Any], config: AdminConfig = DEFAULT_CONFIG) -> dict
 
     resource = out.get("resource")
     if (
-        config.default_instance_type
-        and isinstance(resource, dict)
+        isinstance(resource, dict)
         and not resource.get("instanceType")
         and not resource.get("preferredNodes")
     ):
-        resource["instanceType"] = config.default_instance_type
+        resource["instanceType"] = config.default_instance_type or DEFAULT_INSTANCE_TYPE
     return out

@@ -16,7 +16,13 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from api.workspace import MAX_ADAPTERS_LIMIT, AccessMode, SelectorOperator
+from api.workspace import (
+    DEFAULT_INSTANCE_TYPE,
+    MAX_ADAPTERS_LIMIT,
+    MODEL_ACCESS_SECRET_KEY,
+    AccessMode,
+    SelectorOperator,
+)
 
 _STR_LIST: dict[str, Any] = {"type": "array", "items": {"type": "string"}}
 
@@ -33,8 +39,11 @@ def _secrets(what: str) -> dict[str, Any]:
 _LABEL_SELECTOR: dict[str, Any] = {
     "type": "object",
     "description": (
-        "Labels of the GPU nodes for this Workspace. Nodes the controller provisions get the "
-        "matchLabels; preferred nodes must already carry every matchLabels label."
+        "Labels of the GPU nodes for this Workspace, read as a label map: matchLabels plus "
+        "matchExpressions with operator In and exactly one value (the two forms are "
+        "equivalent). Nodes the controller provisions get these labels; other expressions "
+        "(In with several values, NotIn, Exists, DoesNotExist) cannot label a node and are "
+        "allowed only with preferredNodes, whose nodes must match the whole selector."
     ),
     "x-kubernetes-map-type": "atomic",
     "properties": {
@@ -45,7 +54,10 @@ _LABEL_SELECTOR: dict[str, Any] = {
         },
         "matchExpressions": {
             "type": "array",
-            "description": "Label selector requirements, ANDed with matchLabels.",
+            "description": (
+                "Label selector requirements, ANDed with matchLabels. Without preferredNodes "
+                "only In with one value (the same as a matchLabels entry)."
+            ),
             "items": {
                 "type": "object",
                 "required": ["key", "operator"],
@@ -83,8 +95,10 @@ _RESOURCE: dict[str, Any] = {
         "instanceType": {
             "type": "string",
             "description": (
-                "GPU node SKU to provision, e.g. Standard_NC12s_v3 or g5.12xlarge. Required "
-                "unless preferredNodes lists prepared nodes."
+                "GPU node SKU to provision, e.g. Standard_NC12s_v3 or g5.12xlarge. Default "
+                f"(set by the admission webhook when the Workspace lists no preferredNodes): "
+                f"the cluster admin's defaultInstanceType, else {DEFAULT_INSTANCE_TYPE}. "
+                "With preferredNodes and no instanceType nothing is provisioned."
             ),
             "maxLength": 128,
         },
@@ -123,8 +137,21 @@ _PRESET: dict[str, Any] = {
         },
         "presetOptions": {
             "type": "object",
-            "description": "A private model image and its pull secrets.",
+            "description": (
+                "A private model image and its pull secrets; the Secret with the token for "
+                "gated models."
+            ),
             "properties": {
+                "modelAccessSecret": {
+                    "type": "string",
+                    "description": (
+                        "Name of a Secret in the Workspace's namespace whose "
+                        f"{MODEL_ACCESS_SECRET_KEY} key holds a Hugging Face token; required for "
+                        "gated presets (llama-2). The runtime gets it as the "
+                        f"{MODEL_ACCESS_SECRET_KEY} environment variable (a secretKeyRef)."
+                    ),
+                    "maxLength": 253,
+                },
                 "image": {
                     "type": "string",
                     "description": "Image holding the model weights.",

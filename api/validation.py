@@ -31,6 +31,7 @@ from api.schema import closed_schema
 from api.sizing import DEFAULT_ALLOWANCE, Allowance, Fit, estimate, fitting_skus, shape_of_sku
 from api.skus import GpuSku, SkuCatalog, load_skus
 from api.workspace import (
+    MODEL_ACCESS_SECRET_KEY,
     RUNTIME_ANNOTATION,
     AccessMode,
     AdapterSpec,
@@ -392,6 +393,45 @@ def _preset_rules(ws: Workspace, ctx: ValidationContext, *, create: bool) -> lis
     return out
 
 
+def _model_access_rules(ws: Workspace, ctx: ValidationContext) -> list[FieldError]:
+    """``presetOptions.modelAccessSecret``: a Secret name; required for a gated preset unless
+    the weights come from a private image (the runtime cannot download a gated model without
+    a token)."""
+    spec = ws.inference.preset if ws.inference else None
+    if spec is None:
+        return []
+    where = "inference.preset.presetOptions.modelAccessSecret"
+    secret = spec.preset_options.model_access_secret
+    if secret is not None:
+        problem = names.dns1123_subdomain(secret)
+        if problem:
+            return [
+                FieldError(
+                    where,
+                    f"is not a Secret name: it {problem}",
+                    "use the name of a Secret in the Workspace's namespace",
+                    "preset.secret",
+                    secret,
+                )
+            ]
+        return []
+    preset = ctx.presets.get(spec.name)
+    if preset is None or not preset.gated or spec.preset_options.image:
+        return []
+    return [
+        FieldError(
+            where,
+            f"is required for {preset.name}, a gated Hugging Face model ({preset.hf_repo}): "
+            "the runtime needs an access token to download it",
+            "accept the model's licence on huggingface.co, then `kubectl create secret generic "
+            f"NAME --from-literal={MODEL_ACCESS_SECRET_KEY}=hf_...` in the Workspace's "
+            "namespace and set presetOptions.modelAccessSecret: NAME (or serve a private "
+            "image with accessMode: private and presetOptions.image)",
+            "preset.gated",
+        )
+    ]
+
+
 def _adapter_rules(ws: Workspace, ctx: ValidationContext) -> list[FieldError]:
     assert ws.inference is not None
     adapters: Sequence[AdapterSpec] = ws.inference.adapters
@@ -535,17 +575,7 @@ def _selector_rules(ws: Workspace) -> list[FieldError]:
                 "selector",
             )
         ]
-    out: list[FieldError] = []
-    if not sel.match_labels:
-        out.append(
-            FieldError(
-                f"{base}.matchLabels",
-                "must list at least one label (the controller labels the GPU nodes it "
-                "provisions with them)",
-                f"add a label, e.g. matchLabels: {{apps: {ws.name or 'my-workspace'}}}",
-                "selector",
-            )
-        )
+    out: list[FieldError] = _label_map_rules(ws)
     for key, value in sel.match_labels.items():
         problem = names.label_key(key)
         if problem:
@@ -576,6 +606,18 @@ def _selector_rules(ws: Workspace) -> list[FieldError]:
             out.append(
                 FieldError(f"{where}.key", problem, "use a valid label key", "selector", expr.key)
             )
+        for value in expr.values:
+            problem = names.label_value(value)
+            if problem:
+                out.append(
+                    FieldError(
+                        f"{where}.values",
+                        f"label value {problem}",
+                        "use a valid label value such as falcon-7b",
+                        "selector",
+                        value,
+                    )
+                )
         if expr.operator in (SelectorOperator.IN, SelectorOperator.NOT_IN) and not expr.values:
             out.append(
                 FieldError(
@@ -598,6 +640,54 @@ def _selector_rules(ws: Workspace) -> list[FieldError]:
                     list(expr.values),
                 )
             )
+    return out
+
+
+def _label_map_rules(ws: Workspace) -> list[FieldError]:
+    """The selector as KAITO reads it (a label map). Without preferredNodes the controller
+    labels the nodes it provisions with that map, so it must hold a label and every expression
+    must be part of it (``In`` with one value); NotIn, Exists, DoesNotExist and ``In`` with
+    several values are refused there, naming the expression. With preferredNodes the selector
+    only has to match the nodes, and any expression is fine."""
+    sel = ws.resource.label_selector
+    if sel is None:
+        return []
+    base = "resource.labelSelector"
+    example = f"matchLabels: {{apps: {ws.name or 'my-workspace'}}}"
+    if ws.resource.preferred_nodes:
+        if sel.match_labels or sel.match_expressions:
+            return []
+        return [
+            FieldError(
+                base,
+                "selects nothing (the Workspace's Pods select its nodes by it)",
+                f"add a label the preferred nodes carry, e.g. {example}",
+                "selector",
+            )
+        ]
+    out: list[FieldError] = []
+    for i, why in sel.label_map_problems():
+        expr = sel.match_expressions[i]
+        out.append(
+            FieldError(
+                f"{base}.matchExpressions[{i}]",
+                f"cannot label the GPU nodes the controller provisions: {why}",
+                f"use matchLabels {{{expr.key}: VALUE}} (or operator In with one value), or "
+                "list prepared nodes in resource.preferredNodes",
+                "selector.labelmap",
+                expr.to_dict(),
+            )
+        )
+    if not sel.label_map() and not out:
+        out.append(
+            FieldError(
+                f"{base}.matchLabels",
+                "must list at least one label (the controller labels the GPU nodes it "
+                "provisions with them)",
+                f"add a label, e.g. {example}",
+                "selector",
+            )
+        )
     return out
 
 
@@ -837,6 +927,13 @@ def semantic_errors(
     if inference is not None and inference.preset is not None:
         preset = ctx.presets.get(inference.preset.name)
         out += _preset_rules(ws, ctx, create=create)
+        old_preset = old.inference.preset if old is not None and old.inference else None
+        if (
+            create
+            or old_preset is None
+            or old_preset.preset_options != inference.preset.preset_options
+        ):
+            out += _model_access_rules(ws, ctx)
     if inference is not None and inference.template is not None:
         out += _template_rules(ws)
     old_adapters = old.inference.adapters if old is not None and old.inference else None
@@ -870,6 +967,14 @@ def _immutable(field_path: str, old: Any, new: Any, fix: str) -> FieldError:
         "immutable",
         new,
     )
+
+
+def _same_selector(old: LabelSelector | None, new: LabelSelector | None) -> bool:
+    """Equal as KAITO reads selectors: rewriting matchLabels into single-value In expressions
+    (or back) is no change."""
+    if old is None or new is None:
+        return old is new
+    return old.same_label_map(new)
 
 
 def update_errors(old: Workspace, new: Workspace) -> list[FieldError]:
@@ -921,7 +1026,7 @@ def update_errors(old: Workspace, new: Workspace) -> list[FieldError]:
                 recreate,
             )
         )
-    if old.resource.label_selector != new.resource.label_selector:
+    if not _same_selector(old.resource.label_selector, new.resource.label_selector):
         out.append(
             _immutable(
                 "resource.labelSelector",

@@ -36,6 +36,16 @@ RUNTIME_ANNOTATION = "kaito.sh/runtime"
 """Annotation choosing the inference runtime; values are ``Runtime`` members."""
 
 DEFAULT_ADAPTER_STRENGTH = "1.0"
+DEFAULT_INSTANCE_TYPE = "Standard_NC12s_v3"
+"""``resource.instanceType`` when a Workspace gives none (the seed API's
+``+kubebuilder:default``); an admin's ``defaultInstanceType`` wins. Set by the mutating webhook
+(not by the CRD schema, so that the admin setting can win and ``preferredNodes`` Workspaces stay
+without one)."""
+MODEL_ACCESS_SECRET_KEY = "HF_TOKEN"
+"""The key of the ``presetOptions.modelAccessSecret`` Secret holding the Hugging Face token; the
+runtime gets it as the environment variable of the same name (a ``secretKeyRef``)."""
+INFERENCE_CONFIG_KEY = "inference_config.yaml"
+"""The key of the ``inference.config`` ConfigMap that holds the runtime settings."""
 MAX_ADAPTERS_LIMIT = 64
 """Hard ceiling of ``inference.adapters`` in the schema; admins may configure less (default 10)."""
 
@@ -228,6 +238,58 @@ class LabelSelector:
         _put(out, "matchExpressions", [e.to_dict() for e in self.match_expressions])
         return out
 
+    def label_map(self) -> dict[str, str]:
+        """The selector as KAITO reads it: ``matchLabels`` plus every ``In`` expression with
+        exactly one value. The other expressions are left out (``label_map_problems`` names
+        them); a ``matchLabels`` entry wins over an ``In`` expression on the same key."""
+        out: dict[str, str] = {}
+        for e in self.match_expressions:
+            if e.operator == SelectorOperator.IN and len(e.values) == 1:
+                out.setdefault(e.key, e.values[0])
+        out.update(self.match_labels)
+        return out
+
+    def label_map_problems(self) -> list[tuple[int, str]]:
+        """``(index, why)`` for each expression that cannot become a node label: a provisioned
+        node only gets the label map, so these are refused unless the Workspace lists
+        ``preferredNodes`` (whose nodes only have to match)."""
+        out: list[tuple[int, str]] = []
+        for i, e in enumerate(self.match_expressions):
+            if e.operator == SelectorOperator.IN:
+                if len(e.values) > 1:
+                    out.append(
+                        (
+                            i,
+                            f"operator In has {len(e.values)} values; a provisioned node gets "
+                            "one value per label key",
+                        )
+                    )
+                elif e.key in self.match_labels and self.match_labels[e.key] != e.values[0]:
+                    out.append((i, f"contradicts matchLabels {e.key}={self.match_labels[e.key]}"))
+            else:
+                out.append(
+                    (
+                        i,
+                        f"operator {e.operator} cannot be turned into a label of a provisioned "
+                        "node (only matchLabels and In with one value can)",
+                    )
+                )
+        return out
+
+    def same_label_map(self, other: LabelSelector) -> bool:
+        """Equal as KAITO reads selectors: the same label map and the same other expressions
+        (``matchLabels: {a: b}`` equals ``matchExpressions: [{key: a, operator: In,
+        values: [b]}]``)."""
+
+        def rest(sel: LabelSelector) -> set[tuple[str, str, tuple[str, ...]]]:
+            return {
+                (e.key, e.operator, tuple(sorted(e.values)))
+                for e in sel.match_expressions
+                if not (e.operator == SelectorOperator.IN and len(e.values) == 1)
+            }
+
+        return self.label_map() == other.label_map() and rest(self) == rest(other)
+
 
 @dataclass(frozen=True)
 class ResourceSpec:
@@ -267,18 +329,22 @@ class ResourceSpec:
 class PresetOptions:
     image: str | None = None
     image_pull_secrets: tuple[str, ...] = ()
+    model_access_secret: str | None = None
+    """A Secret in the Workspace's namespace whose ``HF_TOKEN`` key is the Hub token."""
 
     @classmethod
     def from_dict(cls, obj: Mapping[str, Any], path: str) -> PresetOptions:
         return cls(
             image=_str(obj.get("image"), f"{path}.image"),
             image_pull_secrets=_strs(obj.get("imagePullSecrets"), f"{path}.imagePullSecrets"),
+            model_access_secret=_str(obj.get("modelAccessSecret"), f"{path}.modelAccessSecret"),
         )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         _put(out, "image", self.image)
         _put(out, "imagePullSecrets", list(self.image_pull_secrets))
+        _put(out, "modelAccessSecret", self.model_access_secret)
         return out
 
 

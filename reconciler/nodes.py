@@ -18,11 +18,12 @@ deleted because other nodes appeared; they go when the Workspace goes.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from api.workspace import LabelSelector, Workspace
+from api.workspace import LabelSelector, Runtime, Workspace
 from reconciler.labels import (
     ANNOTATION_DO_NOT_DISRUPT,
     GPU_RESOURCE,
@@ -126,10 +127,40 @@ def selector_matches(selector: LabelSelector | None, labels: Mapping[str, str]) 
     return True
 
 
+STORAGE_RESOURCE = "storage"
+"""The NodeClaim resource KAITO requests node disk with."""
+GIB = 1024**3
+MERGE_DISK_MARGIN = 1.1
+"""Files stored twice (falcon's tied embedding: 14.4 GB downloaded for 13.8 GB of weights),
+tokenizer and config files."""
+
+
+def merges_weights(ws: Workspace, needs: Needs) -> bool:
+    """True when the vLLM runtime will serve a merged copy of the weights: adapters on an
+    architecture vLLM has no LoRA for (``--adapter-mode auto`` picks merge, e.g. Falcon)."""
+    return bool(
+        needs.runtime is Runtime.VLLM
+        and needs.preset is not None
+        and not needs.preset.vllm_lora
+        and ws.inference is not None
+        and ws.inference.adapters
+    )
+
+
+def merge_storage(ws: Workspace, needs: Needs) -> str | None:
+    """The node disk a merged-weights Workspace requests (``<n>Gi``), or None when it does not
+    merge: the download plus the merged copy, each the preset's ``weight_bytes``, plus
+    ``MERGE_DISK_MARGIN``, rounded up to whole GiB."""
+    if not merges_weights(ws, needs) or needs.preset is None:
+        return None
+    need = 2 * needs.preset.weight_bytes * MERGE_DISK_MARGIN
+    return f"{math.ceil(need / GIB)}Gi"
+
+
 def nodeclaim(ws: Workspace, index: int, needs: Needs, ref: NodeClassRef) -> Obj:
     """The NodeClaim manifest for node ``index`` of ``ws``."""
     selector = ws.resource.label_selector
-    labels = {**(dict(selector.match_labels) if selector else {}), **owner_labels(ws)}
+    labels = {**(selector.label_map() if selector else {}), **owner_labels(ws)}
     labels[LABEL_NODEPOOL] = NODEPOOL
     requirements = [
         {
@@ -146,8 +177,14 @@ def nodeclaim(ws: Workspace, index: int, needs: Needs, ref: NodeClassRef) -> Obj
         "requirements": requirements,
         "taints": [dict(GPU_TAINT)],
     }
+    requests: dict[str, str] = {}
     if needs.gpus_per_node:
-        spec["resources"] = {"requests": {GPU_RESOURCE: str(needs.gpus_per_node)}}
+        requests[GPU_RESOURCE] = str(needs.gpus_per_node)
+    storage = merge_storage(ws, needs)
+    if storage:
+        requests[STORAGE_RESOURCE] = storage
+    if requests:
+        spec["resources"] = {"requests": requests}
     return {
         "apiVersion": NODECLAIMS.api_version,
         "kind": NODECLAIMS.kind,

@@ -55,6 +55,7 @@ from reconciler.status import (
     EventSpec,
     build_status,
     inference_condition,
+    model_access_secret,
     same_status,
     status_events,
 )
@@ -432,6 +433,7 @@ class Reconciler:
             pods=pods,
             replicas=needs.replicas,
             endpoint=f"http://{service_host(ws)}:80",
+            model_access_secret=model_access_secret(ws),
         )
         if refusal is not None:
             inference = Cond(

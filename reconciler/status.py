@@ -15,11 +15,12 @@ written again.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from api.workspace import ConditionType
+from api.workspace import MODEL_ACCESS_SECRET_KEY, ConditionType, Workspace
 from reconciler.labels import GPU_RESOURCE
 from reconciler.observe import Obj
 
@@ -31,6 +32,7 @@ REASON_ROLLING_OUT = "RollingOut"
 REASON_IMAGE_PULL = "ImagePullBackOff"
 REASON_CRASH_LOOP = "CrashLoopBackOff"
 REASON_CONFIG_ERROR = "ContainerConfigError"
+REASON_MODEL_ACCESS_SECRET = "ModelAccessSecretMissing"
 REASON_POD_FAILED = "PodFailed"
 REASON_UNSCHEDULABLE = "Unschedulable"
 REASON_INSUFFICIENT_GPU = "InsufficientGPU"
@@ -54,6 +56,7 @@ WARNING_REASONS = {
     REASON_IMAGE_PULL,
     REASON_CRASH_LOOP,
     REASON_CONFIG_ERROR,
+    REASON_MODEL_ACCESS_SECRET,
     REASON_POD_FAILED,
     REASON_UNSCHEDULABLE,
     REASON_INSUFFICIENT_GPU,
@@ -153,6 +156,36 @@ def pod_failure(pods: Sequence[Obj]) -> Cond | None:
     return None
 
 
+def model_access_secret(ws: Workspace) -> str | None:
+    """``inference.preset.presetOptions.modelAccessSecret``, if the Workspace names one."""
+    preset = ws.inference.preset if ws.inference else None
+    return preset.preset_options.model_access_secret if preset else None
+
+
+def secret_failure(failure: Cond, secret: str | None) -> Cond:
+    """A container config error caused by the missing ``modelAccessSecret`` (or its missing
+    ``HF_TOKEN`` key), as kubelet reports it, becomes ``ModelAccessSecretMissing`` with the fix.
+    The message names the Secret, never its contents."""
+    if failure.reason != REASON_CONFIG_ERROR or not secret:
+        return failure
+    name = re.escape(secret)
+    missing = re.search(rf'secret "{name}" not found', failure.message)
+    no_key = re.search(
+        rf"key {MODEL_ACCESS_SECRET_KEY} in Secret [^/\s]+/{name}\b", failure.message
+    )
+    if not (missing or no_key):
+        return failure
+    what = "does not exist" if missing else f"has no {MODEL_ACCESS_SECRET_KEY} key"
+    return Cond(
+        False,
+        REASON_MODEL_ACCESS_SECRET,
+        f"Secret {secret} (inference.preset.presetOptions.modelAccessSecret) {what} in the "
+        "Workspace's namespace, so the runtime cannot get the Hugging Face token: "
+        f"`kubectl create secret generic {secret} --from-literal={MODEL_ACCESS_SECRET_KEY}=hf_...` "
+        "in that namespace; the Pods start once it exists",
+    )
+
+
 def _int(value: Any) -> int:
     return int(value) if isinstance(value, int) else 0
 
@@ -193,6 +226,7 @@ def inference_condition(
     pods: Sequence[Obj],
     replicas: int,
     endpoint: str,
+    model_access_secret: str | None = None,
 ) -> Cond:
     if not resource.ok:
         return Cond(False, REASON_RESOURCE_NOT_READY, f"waiting for GPU nodes: {resource.reason}")
@@ -201,7 +235,7 @@ def inference_condition(
     failure = pod_failure(pods)
     complete, updating, progress = rollout(workload, replicas)
     if failure is not None:
-        return failure
+        return secret_failure(failure, model_access_secret)
     if complete:
         return Cond(
             True, REASON_SERVICE_READY, f"{replicas}/{replicas} Pod(s) ready; serving at {endpoint}"

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from api.workspace import AccessMode, Runtime, Workspace
+from api.workspace import MODEL_ACCESS_SECRET_KEY, AccessMode, Runtime, Workspace
 from reconciler.commands import (
     OFFLINE_ENV,
     POD_INDEX_ENV,
@@ -135,6 +135,17 @@ def pull_secrets(ws: Workspace) -> list[dict[str, str]]:
         for a in ws.inference.adapters:
             names += a.source.image_pull_secrets
     return [{"name": n} for n in dict.fromkeys(names)]
+
+
+def model_access_env(ws: Workspace) -> list[dict[str, Any]]:
+    """``HF_TOKEN`` from ``presetOptions.modelAccessSecret`` (a ``secretKeyRef``, never the
+    value: the token stays out of the Pod spec), for both runtimes; none without the field."""
+    preset = ws.inference.preset if ws.inference else None
+    secret = preset.preset_options.model_access_secret if preset else None
+    if not secret:
+        return []
+    ref = {"name": secret, "key": MODEL_ACCESS_SECRET_KEY}
+    return [{"name": MODEL_ACCESS_SECRET_KEY, "valueFrom": {"secretKeyRef": ref}}]
 
 
 def adapter_strengths(ws: Workspace, default_strength: str = "1.0") -> list[tuple[str, str]]:
@@ -279,6 +290,7 @@ def pod_template(
                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
             },
         ]
+    env += model_access_env(ws)
     if env:
         container["env"] = env
     affinity = node_affinity(ws, nodes)

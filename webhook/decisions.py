@@ -96,12 +96,6 @@ def _warnings(obj: dict[str, Any], ctx: ValidationContext) -> tuple[str, ...]:
     preset = ctx.presets.get(ws.preset_name or "")
     if preset is None:
         return ()
-    spec = ws.inference.preset if ws.inference else None
-    if preset.gated and not (spec and spec.preset_options.image):
-        out.append(
-            f"{preset.name} is a gated Hugging Face model ({preset.hf_repo}): the runtime needs "
-            "an access token for it, or a private model image in presetOptions.image"
-        )
     sku = ctx.skus.get(ws.resource.instance_type or "")
     runtime = ws.runtime(ctx.config.default_runtime)
     if sku is not None and runtime not in ctx.config.runtime_images and _below(sku, CUDA13_MIN):

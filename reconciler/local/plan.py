@@ -192,7 +192,7 @@ def _with_runtime(obj: Mapping[str, Any], runtime: Runtime) -> dict[str, Any]:
 def pseudo_node(ws: Workspace, gpu_memory_bytes: int) -> Obj:
     """A one-GPU Node carrying the labelSelector's labels and ``gpu_memory_bytes``."""
     selector = ws.resource.label_selector
-    labels = dict(selector.match_labels) if selector is not None else {}
+    labels = selector.label_map() if selector is not None else {}
     labels[LABEL_GPU_MEMORY] = str(gpu_memory_bytes // MIB)
     return {
         "metadata": {"name": PSEUDO_NODE, "labels": labels},

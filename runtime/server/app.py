@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from runtime.server.engine import Engine
 from runtime.server.errors import EngineError, NotReadyError, RequestError
@@ -56,8 +57,32 @@ class ServerState:
 STATE = web.AppKey("state", ServerState)
 
 
+class OneLineBadRequests(logging.Filter):
+    """aiohttp logs a malformed HTTP request (a bad request line, header or chunk) at ERROR
+    with a traceback; it is the client's fault, so it becomes one WARNING line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg = "malformed HTTP request from %s: %s"
+            record.args = (peer, " ".join(str(exc.message or type(exc).__name__).split()))
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def quiet_bad_requests() -> None:
+    """Install ``OneLineBadRequests`` on aiohttp's server logger (once)."""
+    logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, OneLineBadRequests) for f in logger.filters):
+        logger.addFilter(OneLineBadRequests())
+
+
 def create_app(settings: Settings, *, loader: Loader = load_model) -> web.Application:
     """Build the server for ``settings`` (``loader`` loads the model; tests may gate it)."""
+    quiet_bad_requests()
     app = web.Application(
         client_max_size=settings.max_request_bytes, middlewares=[_errors_and_metrics]
     )
@@ -207,6 +232,8 @@ async def _errors_and_metrics(request: web.Request, handler: Handler) -> web.Str
         response = _error_response(
             request, _HttpError(exc.status, exc.reason, "invalid_request_error")
         )
+        if "Allow" in exc.headers:  # 405: RFC 9110 wants the methods the path serves
+            response.headers["Allow"] = exc.headers["Allow"]
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except EngineError as exc:
@@ -231,7 +258,13 @@ def _reject_constant(name: str) -> Any:
 
 
 async def _body(request: web.Request) -> Any:
-    text = await request.text()
+    raw = await request.read()
+    try:
+        text = raw.decode(request.charset or "utf-8")
+    except (UnicodeDecodeError, LookupError):
+        raise RequestError(
+            f"the body is not valid {request.charset or 'UTF-8'} text; send JSON in UTF-8"
+        ) from None
     try:
         body = json.loads(text, parse_constant=_reject_constant)
         json.dumps(body, ensure_ascii=False).encode("utf-8")  # lone surrogates cannot be encoded

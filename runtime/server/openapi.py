@@ -180,8 +180,18 @@ def build_openapi() -> dict[str, Any]:
                 types.append(answer.stream)
                 content["text/event-stream"] = {
                     "schema": {
-                        "type": "string",
-                        "description": "'data: <JSON chunk>' events, the last one 'data: [DONE]'",
+                        # OpenAPI 3.1: the schema of a text/event-stream is that of one event
+                        "type": "object",
+                        "description": "one server-sent event",
+                        "required": ["data"],
+                        "properties": {
+                            "data": {
+                                "type": "string",
+                                "description": (
+                                    "a JSON chunk (x-chunk-schema); the last event is [DONE]"
+                                ),
+                            }
+                        },
                     },
                     "x-chunk-schema": _schema_of(answer.stream),
                 }

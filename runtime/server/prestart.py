@@ -16,9 +16,9 @@ from pathlib import Path
 
 EXIT_PRESTART = 3
 CONVENTION = (
-    "a private preset image must hold the model's Hugging Face folder (config.json, "
-    "tokenizer files, *.safetensors) at /workspace/weights (manifests/images/README.md, "
-    '"Private preset images")'
+    "a model folder holds the model's Hugging Face files (config.json, tokenizer files, "
+    "*.safetensors); a private preset image holds them at /workspace/weights "
+    '(manifests/images/README.md, "Private preset images")'
 )
 
 

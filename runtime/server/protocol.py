@@ -10,15 +10,17 @@ on the model (vocabulary, context window) are checked in ``planning.py``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, NotRequired, TypedDict
+from typing import Annotated, Any, ClassVar, Literal, NotRequired, TypedDict
 
-from runtime.server.schema import Field
+from runtime.server.schema import ExactlyOne, Field
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 MAX_STOP = 16
 
 TokenId = Annotated[int, Field("a token id of the model's vocabulary", minimum=0)]
+NonEmptyText = Annotated[str, Field("a text prompt (not empty)", min_length=1)]
+TokenIds = Annotated[list[TokenId], Field("a sequence of token ids (not empty)", min_items=1)]
 Seed = Annotated[
     int | None,
     Field(
@@ -119,7 +121,7 @@ class GenerateKwargs:
         Field("forbid repeating n-grams of the prompt of this size; 0 turns it off", minimum=0),
     ] = 0
     bad_words_ids: Annotated[
-        list[list[TokenId]] | list[TokenId] | None,
+        list[TokenIds] | list[TokenId] | None,
         Field(
             "token sequences that must not be generated (a flat list: single tokens)",
             max_items=1024,
@@ -194,9 +196,19 @@ class ChatMessage:
 class ChatRequest:
     """Body of POST /chat (KAITO's transformers API): a prompt or messages, and options."""
 
+    exactly_one: ClassVar[ExactlyOne] = ExactlyOne(
+        ("prompt", "messages"),
+        "Text generation parameter prompt required (or messages for a chat model); give "
+        "either prompt or messages, not both",
+        "prompt",
+    )
     prompt: Annotated[
         str | None,
-        Field("the text to continue; required unless messages is given", max_length=10_000_000),
+        Field(
+            "the text to continue; exactly one of prompt and messages is required",
+            min_length=1,
+            max_length=10_000_000,
+        ),
     ] = None
     messages: Annotated[
         list[ChatMessage] | None,
@@ -324,7 +336,7 @@ class CompletionRequest:
     """Body of POST /v1/completions (OpenAI)."""
 
     prompt: Annotated[
-        str | list[str] | list[TokenId] | list[list[TokenId]],
+        NonEmptyText | list[NonEmptyText] | list[TokenId] | list[TokenIds],
         # One bound for every branch: a token-id prompt is as long as the context allows (checked
         # in planning); the number of prompts in a batch is capped by MAX_PROMPTS in serving.
         Field("text(s) or token ids to continue", min_items=1, max_items=10_000_000),
@@ -383,7 +395,7 @@ class ChatCompletionRequest:
     presence_penalty: Penalty = 0.0
     frequency_penalty: Penalty = 0.0
     user: User = None
-    logprobs: Annotated[bool | None, Field("not supported (false or null only)")] = None
+    logprobs: Annotated[Literal[False] | None, Field("not supported (false or null only)")] = None
     top_logprobs: Annotated[None, Field("not supported (null only)")] = None
     logit_bias: Annotated[
         dict[str, float] | None, Field("not supported (null or {} only)", max_properties=0)

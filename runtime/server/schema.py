@@ -30,6 +30,17 @@ REF_PREFIX = "#/components/schemas/"
 
 
 @dataclass(frozen=True)
+class ExactlyOne:
+    """A record-level rule: exactly one of ``fields`` is given and not null. A request type
+    declares it as the class attribute ``exactly_one``; the schema says it with ``oneOf`` and
+    a violation is refused with ``message`` naming ``field``."""
+
+    fields: tuple[str, ...]
+    message: str
+    field: str
+
+
+@dataclass(frozen=True)
 class Field:
     """Documentation and bounds of one field (the ``Annotated`` metadata of a wire type)."""
 
@@ -88,8 +99,17 @@ def _fields(record: Any) -> list[tuple[str, Any, bool]]:
             required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
             out.append((f.name, hints[f.name], required))
         return out
+    # Python 3.11 counts a ``NotRequired`` key of a module with postponed annotations as
+    # required in ``__required_keys__``; the resolved hint still says NotRequired.
     required_keys = record.__required_keys__
-    return [(name, hints[name], name in required_keys) for name in hints]
+    return [
+        (
+            name,
+            hints[name],
+            name in required_keys and get_origin(hints[name]) is not typing.NotRequired,
+        )
+        for name in hints
+    ]
 
 
 def type_schema(tp: Any, defs: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -163,6 +183,12 @@ def record_schema(record: Any, defs: dict[str, dict[str, Any]]) -> dict[str, Any
         schema["description"] = doc.split("\n\n")[0].replace("\n", " ")
     if required:
         schema["required"] = required
+    rule = getattr(record, "exactly_one", None)
+    if isinstance(rule, ExactlyOne):
+        schema["oneOf"] = [
+            {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+            for name in rule.fields
+        ]
     return schema
 
 
@@ -194,7 +220,19 @@ class Parser:
         self._validator = Draft202012Validator(self.schema)
 
     def parse(self, body: Any) -> Any:
-        error = best_match(self._validator.iter_errors(body))
+        errors = list(self._validator.iter_errors(body))
+        rule = getattr(self.record, "exactly_one", None)
+        if isinstance(rule, ExactlyOne) and any(
+            e.validator == "oneOf" and not e.absolute_path for e in errors
+        ):
+            others = [e for e in errors if not (e.validator == "oneOf" and not e.absolute_path)]
+            if not others:
+                given = [
+                    f for f in rule.fields if isinstance(body, dict) and body.get(f) is not None
+                ]
+                # none given: the rule's field; several: the one given too many
+                raise RequestError(rule.message, field=given[-1] if len(given) > 1 else rule.field)
+        error = best_match(errors)
         if error is not None:
             raise _request_error(error)
         return build(self.record, body)

@@ -111,11 +111,6 @@ CASES: list[Case] = [
         "Standard_NC6s_v3",
     ),
     Case(
-        "no-instance-type",
-        _del("resource.instanceType"),
-        "resource.instanceType: is required unless resource.preferredNodes",
-    ),
-    Case(
         "mistral-on-one-v100",
         _all(
             _set("inference.preset.name", "mistral-7b"),
@@ -180,6 +175,52 @@ CASES: list[Case] = [
         "in-without-values",
         _set("resource.labelSelector.matchExpressions", [{"key": "zone", "operator": "In"}]),
         "must not be empty for operator In",
+    ),
+    Case(
+        "notin-without-preferred-nodes",
+        _set(
+            "resource.labelSelector.matchExpressions",
+            [{"key": "zone", "operator": "NotIn", "values": ["a"]}],
+        ),
+        "resource.labelSelector.matchExpressions[0]: cannot label the GPU nodes the controller "
+        "provisions: operator NotIn cannot be turned into a label of a provisioned node",
+    ),
+    Case(
+        "exists-without-preferred-nodes",
+        _set("resource.labelSelector.matchExpressions", [{"key": "zone", "operator": "Exists"}]),
+        "fix: use matchLabels {zone: VALUE} (or operator In with one value), or list prepared "
+        "nodes in resource.preferredNodes",
+    ),
+    Case(
+        "in-with-two-values",
+        _set(
+            "resource.labelSelector.matchExpressions",
+            [{"key": "zone", "operator": "In", "values": ["a", "b"]}],
+        ),
+        "resource.labelSelector.matchExpressions[0]: cannot label the GPU nodes the controller "
+        "provisions: operator In has 2 values",
+    ),
+    Case(
+        "in-contradicts-match-labels",
+        _set(
+            "resource.labelSelector.matchExpressions",
+            [{"key": "apps", "operator": "In", "values": ["other"]}],
+        ),
+        "contradicts matchLabels apps=falcon-7b",
+    ),
+    Case(
+        "gated-preset-without-token",
+        _all(
+            _set("inference.preset.name", "llama-2-7b"),
+            _del("inference.adapters"),
+        ),
+        "inference.preset.presetOptions.modelAccessSecret: is required for llama-2-7b, a gated "
+        "Hugging Face model (meta-llama/Llama-2-7b-hf)",
+    ),
+    Case(
+        "model-access-secret-bad-name",
+        _set("inference.preset.presetOptions", {"modelAccessSecret": "Bad_Name"}),
+        "inference.preset.presetOptions.modelAccessSecret: is not a Secret name",
     ),
     Case(
         "bad-selector-operator",

@@ -251,6 +251,7 @@ def test_preset_cannot_become_a_template() -> None:
 def test_update_rechecks_fit_when_the_runtime_changes() -> None:
     old = seed.load(seed.FALCON_7B)
     old["inference"]["preset"]["name"] = "llama-2-13b"
+    old["inference"]["preset"]["presetOptions"] = {"modelAccessSecret": "hf-token"}
     old["resource"]["instanceType"] = "Standard_NC6s_v3"
     old = default(old)
     assert validate_create(old, CTX) == []

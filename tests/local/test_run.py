@@ -207,6 +207,7 @@ def test_a_runtime_that_fails_to_load_exits_1(workspace_file: Path, tmp_path: Pa
     (tmp_path / "adapter").mkdir()
     (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
     (tmp_path / "not-a-model").mkdir()
+    (tmp_path / "not-a-model" / "config.json").write_text("{}")  # a folder that cannot load
     cmd = run(
         "reconciler.local",
         [

@@ -28,6 +28,8 @@ resource:
 inference:
   preset:
     name: "llama-2-13b"
+    presetOptions:
+      modelAccessSecret: hf-token
 """
 
 PREFERRED = """

@@ -62,12 +62,6 @@ def build() -> dict[str, tuple[dict[str, Any], str]]:
     string_spec["inference"]["template"]["spec"] = "containers"
     out["template spec is a string"] = (string_spec, "needs at least one container")
 
-    nothing = _falcon("no-instance-type")
-    del nothing["resource"]["instanceType"]
-    out["neither instanceType nor preferredNodes"] = (
-        nothing,
-        "resource.instanceType: is required unless resource.preferredNodes",
-    )
     return out
 
 

@@ -48,6 +48,15 @@ def test_valid_workspaces_pass(text: str) -> None:
     assert _problems(seed.load(text)) == ""
 
 
+def test_neither_instance_type_nor_preferred_nodes_gets_the_api_default() -> None:
+    # KAITO's API defaults resource.instanceType (Standard_NC12s_v3); the reconciler judges
+    # the defaulted Workspace, as admission would have.
+    obj = seed.load(examples.SEED_FALCON)
+    del obj["resource"]["instanceType"]
+    assert _problems(obj) == ""
+    assert default(obj, DEFAULT_CONFIG)["resource"]["instanceType"] == "Standard_NC12s_v3"
+
+
 def test_sizing_problems_are_left_to_the_sizing() -> None:
     too_big = seed.load(examples.SEED_FALCON.replace('falcon-7b"', 'mistral-7b"'))
     assert _problems(too_big) == ""  # reported as NoFit by reconciler.needs

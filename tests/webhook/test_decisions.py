@@ -74,8 +74,11 @@ def test_warnings() -> None:
     (warning,) = decisions.validate(_req(obj), CTX).warnings
     assert "phi-3-mini-128k-instruct will serve at most" in warning
     obj["inference"]["preset"]["name"] = "llama-2-7b"
-    warnings = decisions.validate(_req(obj), CTX).warnings
-    assert any("gated Hugging Face model (meta-llama/Llama-2-7b-hf)" in w for w in warnings)
+    refused = decisions.validate(_req(obj), CTX)
+    assert not refused.allowed
+    assert "gated Hugging Face model (meta-llama/Llama-2-7b-hf)" in str(refused.message)
+    obj["inference"]["preset"]["presetOptions"] = {"modelAccessSecret": "hf-token"}
+    assert decisions.validate(_req(obj), CTX).allowed
 
 
 def test_gpus_too_old_for_the_default_images_are_warned_about() -> None:
