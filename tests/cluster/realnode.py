@@ -423,6 +423,8 @@ class RealCluster:
     gpus: int = 1
     gpu_product: str = "Tesla-V100-PCIE-16GB"
     gpu_memory_mib: int = 16384
+    # As on the KWOK nodes of `python -m tests.cluster up`: the seed's Workspaces select it.
+    labels: dict[str, str] = field(default_factory=lambda: {"apps": "falcon-7b"})
     workdir: Path | None = None
     cp: ControlPlane | None = None
     node_procs: list[Proc] = field(default_factory=list)
@@ -567,7 +569,10 @@ class RealCluster:
 
     def _label_node(self) -> None:
         cp = self.control_plane
-        labels = gpu_labels(self.instance_type, self.gpus, self.gpu_product, self.gpu_memory_mib)
+        labels = {
+            **gpu_labels(self.instance_type, self.gpus, self.gpu_product, self.gpu_memory_mib),
+            **self.labels,
+        }
         cp.kubectl(
             "label", "node", NODE_NAME, "--overwrite", *[f"{k}={v}" for k, v in labels.items()]
         )
