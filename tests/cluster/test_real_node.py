@@ -174,6 +174,7 @@ def test_clean_removes_what_a_killed_run_left(tmp_path: Path) -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(30)
+        proc.stdout.close()
         out = subprocess.run(
             [sys.executable, "-m", "tests.cluster", "clean"],
             cwd=REPO,
