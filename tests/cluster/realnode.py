@@ -57,6 +57,7 @@ FIXED_DIRS = (
     Path("/var/lib/cni/results"),
     Path("/run/containerd/s"),
     Path("/run/containerd/fifo"),
+    Path("/run/containerd/runc"),
 )
 FIXED_PARENTS = (Path("/var/lib/kubelet"), Path("/var/lib/cni"), Path("/run/containerd"))
 CONTAINER_LOG_LINKS = Path("/var/log/containers")
@@ -109,6 +110,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
 [{cri}.containerd.runtimes.runc.options]
   SystemdCgroup = false
+  Root = "{state}/runc"
 
 [{cri}.cni]
   bin_dir = "/usr/lib/cni"
