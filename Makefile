@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 UV     := $(VENV)/bin/uv
 PYTEST_ARGS ?=
 
-.PHONY: setup binaries test lint unit demo cluster real-node node-prereqs clean-node lock clean clean-cache
+.PHONY: setup binaries images test lint unit demo cluster real-node node-prereqs clean-node lock clean clean-cache
 
 setup: $(VENV)/.installed
 
@@ -22,17 +22,24 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 binaries: setup
 	$(PY) -m tests.cluster.binaries ensure >/dev/null
 
+# The test images (tests/images): buildah and mmdebstrap from Debian packages (apt-get, once),
+# then controller and transformers built from manifests/images unchanged on a Debian-made base,
+# cached by input hash in ${XDG_CACHE_HOME:-~/.cache}/kaito-py/images (cold: tens of minutes).
+images: setup
+	$(PY) -m tests.images prereqs
+	$(PY) -m tests.images ensure >/dev/null
+
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-test: setup binaries lint
+test: setup binaries images lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: setup
-	$(PY) -m pytest -m "not cluster" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not cluster and not images" $(PYTEST_ARGS)
 
 demo: setup binaries
 	$(PY) -m tests.demo
@@ -60,4 +67,5 @@ clean:
 
 clean-cache:
 	$(PY) -m tests.cluster.binaries clean
+	$(PY) -m tests.images clean
 	rm -rf $${XDG_CACHE_HOME:-$$HOME/.cache}/kaito-py/models

@@ -12,6 +12,12 @@ accepts. Changing a flag is a one-place edit here plus regenerated golden files
   reconciler; on several nodes it learns its rank from ``POD_INDEX`` (downward API) and reaches
   the rank-0 Pod through the headless Service.
 
+A private preset image (``accessMode: private`` + ``presetOptions.image``) carries the model's
+Hugging Face folder at ``PRIVATE_WEIGHTS_DIR`` (``/workspace/weights``): both runtimes are
+pointed there (``--model`` / ``--model-dir``) and run offline (``HF_HUB_OFFLINE=1`` in the
+container's environment, no ``--allow-download``); a runtime whose folder is missing refuses to
+start with exit status 3 and says so in the Pod's termination message.
+
 Both serve HTTP on port 5000 with ``/health``, read adapters from ``--adapter-root`` (one folder
 per adapter, copied there by the adapter init containers) and take one ``--adapter
 NAME=STRENGTH`` per adapter.
@@ -27,6 +33,10 @@ from reconciler.labels import ADAPTER_DIR, RUNTIME_PORT
 POD_INDEX_ENV = "POD_INDEX"
 POD_NAME_ENV = "POD_NAME"
 POD_NAMESPACE_ENV = "POD_NAMESPACE"
+PRIVATE_WEIGHTS_DIR = "/workspace/weights"
+"""Where a private preset image holds the model's Hugging Face folder (the convention)."""
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1"}
+"""The environment that keeps the Hugging Face libraries off the network (private images)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,8 @@ class ServeArgs:
     """Jinja text, passed inline (the catalog's template for tokenizers without one)."""
     download: bool = True
     """False for a private image that carries the weights (no hub access at start)."""
+    model_dir: str | None = None
+    """The weights' folder inside a private preset image; set: served from there, offline."""
     adapters: Sequence[tuple[str, str]] = ()
     """(name, strength) in the Workspace's order."""
     port: int = RUNTIME_PORT
@@ -70,10 +82,11 @@ def transformers_command(args: ServeArgs) -> list[str]:
         "python",
         "-m",
         "runtime.server",
-        "--model",
-        args.model,
-        "--revision",
-        args.revision,
+        *(
+            ["--model", args.model_dir]
+            if args.model_dir
+            else ["--model", args.model, "--revision", args.revision]
+        ),
         "--served-model-name",
         args.preset,
         "--port",
@@ -85,7 +98,7 @@ def transformers_command(args: ServeArgs) -> list[str]:
         out += ["--max-model-len", str(args.max_model_len)]
     if args.trust_remote_code:
         out.append("--trust-remote-code")
-    if args.download:
+    if args.download and not args.model_dir:
         out.append("--allow-download")
     if args.chat_template:
         out += ["--chat-template", args.chat_template]
@@ -105,6 +118,8 @@ def vllm_command(args: ServeArgs) -> list[str]:
         "--port",
         str(args.port),
     ]
+    if args.model_dir:
+        out += ["--model-dir", args.model_dir]
     if args.nodes > 1:
         out += ["--node-count", str(args.nodes)]
         if args.headless_service:

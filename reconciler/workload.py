@@ -24,9 +24,11 @@ from typing import Any, Literal
 
 from api.workspace import AccessMode, Runtime, Workspace
 from reconciler.commands import (
+    OFFLINE_ENV,
     POD_INDEX_ENV,
     POD_NAME_ENV,
     POD_NAMESPACE_ENV,
+    PRIVATE_WEIGHTS_DIR,
     ServeArgs,
     transformers_command,
     vllm_command,
@@ -108,8 +110,8 @@ def leader_address(ws: Workspace) -> str:
     return f"{ws.name}-0.{headless_name(ws)}.{ws.namespace}.svc"
 
 
-def image_for(ws: Workspace, runtime: Runtime, images: Images) -> str:
-    """A private preset image when the Workspace gives one, else the runtime's image."""
+def private_image(ws: Workspace) -> str | None:
+    """The private preset image the Workspace runs (weights inside, served offline), if any."""
     preset = ws.inference.preset if ws.inference else None
     if (
         preset is not None
@@ -117,7 +119,12 @@ def image_for(ws: Workspace, runtime: Runtime, images: Images) -> str:
         and (preset.access_mode in (None, AccessMode.PRIVATE))
     ):
         return preset.private_image
-    return images.for_runtime(runtime)
+    return None
+
+
+def image_for(ws: Workspace, runtime: Runtime, images: Images) -> str:
+    """A private preset image when the Workspace gives one, else the runtime's image."""
+    return private_image(ws) or images.for_runtime(runtime)
 
 
 def pull_secrets(ws: Workspace) -> list[dict[str, str]]:
@@ -140,11 +147,7 @@ def serve_args(ws: Workspace, needs: Needs, default_strength: str = "1.0") -> Se
     preset = needs.preset
     assert preset is not None
     assert needs.fit is not None
-    private = (
-        ws.inference is not None
-        and ws.inference.preset is not None
-        and bool(ws.inference.preset.private_image)
-    )
+    private = private_image(ws) is not None
     return ServeArgs(
         preset=preset.name,
         model=preset.hf_repo,
@@ -154,6 +157,7 @@ def serve_args(ws: Workspace, needs: Needs, default_strength: str = "1.0") -> Se
         trust_remote_code=preset.trust_remote_code,
         chat_template=preset.chat_template,
         download=not private,
+        model_dir=PRIVATE_WEIGHTS_DIR if private else None,
         adapters=adapter_strengths(ws, default_strength),
         nodes=needs.nodes if needs.multi_node else 1,
         headless_service=headless_name(ws) if needs.multi_node else None,
@@ -260,8 +264,11 @@ def pod_template(
         "livenessProbe": _probe(failure_threshold=6, period=20),
         "volumeMounts": mounts,
     }
+    env: list[dict[str, Any]] = []
+    if private_image(ws) is not None:
+        env += [{"name": k, "value": v} for k, v in OFFLINE_ENV.items()]
     if needs.multi_node:
-        container["env"] = [
+        env += [
             {
                 "name": POD_INDEX_ENV,
                 "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{LABEL_POD_INDEX}']"}},
@@ -272,6 +279,8 @@ def pod_template(
                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
             },
         ]
+    if env:
+        container["env"] = env
     affinity = node_affinity(ws, nodes)
     if needs.multi_node:
         affinity["podAntiAffinity"] = {

@@ -1,7 +1,9 @@
 """``python -m runtime.server``: run the transformers inference server.
 
 Exit status: 0 after SIGTERM/SIGINT, 1 when the model or an adapter fails to load (so that the
-Pod restarts and its log shows why), 2 for a bad command line.
+Pod restarts and its log shows why), 2 for a bad command line, 3 when a start-up check refuses
+(``--model`` is an absolute path that is not a model folder: a private preset image without
+its weights); the refusal is also written to ``--termination-log``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from aiohttp import web
 
 from runtime.server.errors import SettingsError
 from runtime.server.openapi import build_openapi
+from runtime.server.prestart import EXIT_PRESTART, model_folder_problem, report
 from runtime.server.settings import Settings, parse_settings
 
 log = logging.getLogger("runtime.server")
@@ -62,6 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if namespace.print_openapi:
         print(json.dumps(build_openapi(), indent=2))
         return 0
+    problem = model_folder_problem(settings.model)
+    if problem is not None:
+        report(problem, settings.termination_log)
+        return EXIT_PRESTART
     logging.basicConfig(
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -159,6 +159,14 @@ class Settings:
     log_level: Annotated[
         str, Opt("logging level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     ] = "INFO"
+    termination_log: Annotated[
+        Path,
+        Opt(
+            "where a start-up refusal (exit 3) is also written, for the Pod's status "
+            "(ignored if not writable)",
+            metavar="FILE",
+        ),
+    ] = Path("/dev/termination-log")
 
     def __post_init__(self) -> None:
         for f, opt, value in _options(self):

@@ -116,8 +116,13 @@ def make_plan(settings: LauncherSettings) -> LaunchPlan:
     host, port = (
         ("127.0.0.1", settings.vllm_port) if settings.chat_front else (settings.host, settings.port)
     )
-    if settings.model_dir is not None and not settings.model_dir.is_dir():
-        raise SettingsError(f"--model-dir {settings.model_dir} is not a folder")
+    if settings.model_dir is not None and not (settings.model_dir / "config.json").is_file():
+        what = "has no config.json" if settings.model_dir.is_dir() else "is not a folder"
+        raise SettingsError(
+            f"--model-dir {settings.model_dir} {what}; a private preset image must hold the "
+            "model's Hugging Face folder (config.json, tokenizer files, *.safetensors) at "
+            '/workspace/weights (manifests/images/README.md, "Private preset images")'
+        )
     strengths = parse_adapter_args(settings.adapters)
     mode = choose_adapter_mode(settings.adapter_mode, preset, len(strengths))
     if mode == "lora":

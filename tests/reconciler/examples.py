@@ -93,6 +93,49 @@ inference:
       strength: "0.2"
 """
 
+PRIVATE_IMAGE = "myregistry.azurecr.io/models/falcon-7b:private-1"
+
+# A private preset image on each runtime: the image carries the weights at /workspace/weights.
+PRIVATE_TRANSFORMERS = f"""
+apiVersion: kaito.sh/v1alpha1
+kind: Workspace
+metadata:
+  name: workspace-falcon-7b-private
+  annotations:
+    kaito.sh/runtime: "transformers"
+resource:
+  instanceType: "Standard_NC12s_v3"
+  labelSelector:
+    matchLabels:
+      apps: falcon-7b
+inference:
+  preset:
+    name: "falcon-7b"
+    accessMode: private
+    presetOptions:
+      image: "{PRIVATE_IMAGE}"
+      imagePullSecrets:
+        - registry-secret
+"""
+
+PRIVATE_VLLM = f"""
+apiVersion: kaito.sh/v1alpha1
+kind: Workspace
+metadata:
+  name: workspace-falcon-7b-private-vllm
+resource:
+  instanceType: "Standard_NC12s_v3"
+  labelSelector:
+    matchLabels:
+      apps: falcon-7b
+inference:
+  preset:
+    name: "falcon-7b"
+    accessMode: private
+    presetOptions:
+      image: "{PRIVATE_IMAGE}"
+"""
+
 SEEDS = {
     "falcon-vllm": SEED_FALCON,
     "falcon-transformers": SEED_TRANSFORMERS,
@@ -104,6 +147,8 @@ ALL = {
     "phi-preferred": PREFERRED,
     "custom-template": TEMPLATE,
     "phi3-surge": SURGE,
+    "falcon-private-transformers": PRIVATE_TRANSFORMERS,
+    "falcon-private-vllm": PRIVATE_VLLM,
 }
 
 

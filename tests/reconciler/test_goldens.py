@@ -67,3 +67,35 @@ def test_preferred_nodes_need_no_nodeclaim() -> None:
     case = json.loads(goldens.path("phi-preferred").read_text())
     assert case["nodeclaims"] == []
     assert case["second_plan"]["selected"] == ["gpu-a"]
+
+
+@pytest.mark.parametrize(
+    ("name", "model_flag"),
+    [("falcon-private-transformers", "--model"), ("falcon-private-vllm", "--model-dir")],
+)
+def test_private_preset_images_are_served_offline_from_their_weights(
+    name: str, model_flag: str
+) -> None:
+    """The private preset image convention: the image itself runs, pointed at
+    /workspace/weights, offline (no --allow-download, no revision, HF_HUB_OFFLINE=1)."""
+    case = json.loads(goldens.path(name).read_text())
+    pod = case["workload"][-1]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == examples.PRIVATE_IMAGE
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    cmd = container["command"]
+    assert cmd[cmd.index(model_flag) + 1] == "/workspace/weights"
+    assert "--allow-download" not in cmd
+    assert "--revision" not in cmd
+    assert "tiiuae/falcon-7b" not in cmd
+    assert {"name": "HF_HUB_OFFLINE", "value": "1"} in container["env"]
+
+
+def test_public_presets_download_the_pinned_revision() -> None:
+    case = json.loads(goldens.path("falcon-transformers").read_text())
+    container = case["workload"][-1]["spec"]["template"]["spec"]["containers"][0]
+    cmd = container["command"]
+    assert cmd[cmd.index("--model") + 1] == "tiiuae/falcon-7b"
+    assert "--allow-download" in cmd
+    assert "--revision" in cmd
+    assert "env" not in container

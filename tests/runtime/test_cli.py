@@ -55,10 +55,30 @@ def test_bad_option_exits_2() -> None:
 
 @pytest.mark.slow
 def test_a_model_that_cannot_load_exits_1(tmp_path: Path) -> None:
-    result = run_cli("--model", str(tmp_path / "missing"), "--port", str(free_port()))
+    (tmp_path / "config.json").write_text("{}")  # a folder, but no model in it
+    result = run_cli("--model", str(tmp_path), "--port", str(free_port()))
     assert result.returncode == 1
     assert "--model" in result.stderr
     assert "--allow-download" in result.stderr  # offline by default, and says how to change it
+
+
+@pytest.mark.parametrize("make", ["missing", "empty"])
+def test_a_model_folder_without_the_model_is_refused_before_start(
+    tmp_path: Path, make: str
+) -> None:
+    """The private preset image rule: an absolute --model must be a model folder; otherwise
+    exit 3 with the convention in the message, on stderr and in the termination log."""
+    folder = tmp_path / "workspace" / "weights"
+    if make == "empty":
+        folder.mkdir(parents=True)
+    log = tmp_path / "termination-log"
+    result = run_cli("--model", str(folder), "--termination-log", str(log))
+    assert result.returncode == 3, result.stderr
+    expected = "no such folder" if make == "missing" else "the folder has no config.json"
+    message = log.read_text()
+    assert f"--model {folder}: {expected}" in message
+    assert "at /workspace/weights" in message
+    assert message.strip() in result.stderr
 
 
 @pytest.mark.slow

@@ -208,6 +208,7 @@ def test_without_adapters_the_base_keeps_the_model_name(
         ("no-lora", "vLLM cannot serve LoRA adapters for preset tiny-llama"),  # --adapter-mode lora
         ("name-clash", "adapter 'tiny-llama' has the name of the served model"),
         ("multi-node", "needs this Pod's ordinal"),
+        ("no-weights", "has no config.json; a private preset image must hold the model's"),
     ],
 )
 def test_prestart_errors_exit_3_with_the_reason(  # noqa: PLR0917 (fixtures)
@@ -250,9 +251,13 @@ def test_prestart_errors_exit_3_with_the_reason(  # noqa: PLR0917 (fixtures)
     elif case == "multi-node":
         preset["distributed"] = True
         extra = ["--node-count", "2"]
+    model_dir = tiny_llama
+    if case == "no-weights":  # a private preset image built without its weights folder
+        model_dir = tmp_path / "workspace" / "weights"
+        model_dir.mkdir(parents=True)
     preset_file = tmp_path / "preset.json"
     preset_file.write_text(json.dumps(preset))
-    code, out, err = _run(_argv(preset_file, tiny_llama, tmp_path, adapter_root, *extra), capsys)
+    code, out, err = _run(_argv(preset_file, model_dir, tmp_path, adapter_root, *extra), capsys)
     assert code == 3, err
     assert out == ""
     assert needle in err
