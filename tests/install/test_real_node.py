@@ -15,6 +15,7 @@ import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,3 +123,83 @@ def test_adapter_workspace_answers_through_its_cluster_ip(
     served = [m.id for m in client.models.list()]
     done = client.completions.create(model=served[0], prompt=PROMPT, max_tokens=4, temperature=0)
     assert done.choices[0].text
+
+
+def inference_pods(real_cluster: RealCluster, name: str) -> list[dict[str, Any]]:
+    cp = real_cluster.control_plane
+    pods: list[dict[str, Any]] = cp.kubectl_json(
+        "get", "pods", "-n", WS_NAMESPACE, "-l", f"kaito.sh/workspace={name}"
+    )["items"]
+    return pods
+
+
+def test_changing_the_strength_rolls_out_the_new_merge(
+    real_cluster: RealCluster, installed: Path
+) -> None:
+    cp = real_cluster.control_plane
+    old = {p["metadata"]["name"] for p in inference_pods(real_cluster, WORKSPACE)}
+    assert old, "the Workspace of the previous test is gone"
+    patch = [{"op": "replace", "path": "/inference/adapters/0/strength", "value": "0.7"}]
+    cp.kubectl(
+        "patch", "workspace", "-n", WS_NAMESPACE, WORKSPACE, "--type=json", "-p", json.dumps(patch)
+    )
+
+    def rolled() -> bool:
+        pods = inference_pods(real_cluster, WORKSPACE)
+        names = {p["metadata"]["name"] for p in pods}
+        ready = all(
+            c["status"] == "True"
+            for p in pods
+            for c in p.get("status", {}).get("conditions", [])
+            if c["type"] == "Ready"
+        )
+        return bool(names) and not names & old and ready
+
+    realstack.wait_for("the new Pod replaces the old one", rolled, READY_TIMEOUT_S, every=2)
+    realstack.wait_ready(cp, WS_NAMESPACE, WORKSPACE, READY_TIMEOUT_S)
+    ip = realstack.cluster_ip(cp, WS_NAMESPACE, WORKSPACE)
+    body = {"prompt": PROMPT, "generate_kwargs": GREEDY}
+    answer = realstack.post(f"http://{ip}/chat", body)["Result"]
+    adapter_dir = images.tiny_adapter(images.SPECS["test"], ADAPTER_SEED, ADAPTER_LORA)
+    assert answer == reference(adapter_dir, 0.7)
+    assert answer != reference(adapter_dir, 0.2)
+    cp.kubectl("delete", "workspace", "-n", WS_NAMESPACE, WORKSPACE, "--timeout=180s")
+
+
+def failing_reason(real_cluster: RealCluster, name: str, reason: str) -> dict[str, Any] | None:
+    ws: dict[str, Any] = real_cluster.control_plane.kubectl_json(
+        "get", "workspace", "-n", WS_NAMESPACE, name
+    )
+    cond = realstack.condition(ws, "InferenceReady")
+    return cond if cond.get("status") == "False" and cond.get("reason") == reason else None
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [("missing", "ImagePullBackOff"), ("misfit", "CrashLoopBackOff")],
+)
+def test_a_bad_adapter_image_gives_the_readme_reason(
+    real_cluster: RealCluster, installed: Path, case: str, reason: str
+) -> None:
+    cp = real_cluster.control_plane
+    model = images.ensure_model_image()
+    if case == "missing":
+        adapter_ref = "kaito.local/no-such-adapter:0.1"  # no registry can serve it
+    else:  # made for the larger test model: its matrices do not fit this one
+        misfit = images.ensure_adapter_image(spec="medium", seed=2, name="adapter-misfit", r=2)
+        real_cluster.import_image(misfit.archive)
+        adapter_ref = misfit.ref
+    cp.kubectl("create", "namespace", WS_NAMESPACE, check=False)
+    ws = realstack.workspace(WS_NAMESPACE, model.ref, adapter_ref, "0.5")
+    ws["metadata"]["name"] = name = f"bad-{case}"
+    cp.kubectl("apply", "-f", "-", input=json.dumps(ws))
+    try:
+        cond = realstack.wait_for(
+            f"InferenceReady False {reason}",
+            lambda: failing_reason(real_cluster, name, reason),
+            600,
+            every=2,
+        )
+        assert cond["message"]
+    finally:
+        cp.kubectl("delete", "workspace", "-n", WS_NAMESPACE, name, "--timeout=180s", check=False)
