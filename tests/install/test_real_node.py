@@ -205,7 +205,7 @@ def test_a_bad_adapter_image_gives_the_readme_reason(
         cp.kubectl("delete", "workspace", "-n", WS_NAMESPACE, name, "--timeout=180s", check=False)
 
 
-def test_vllm_runtime_variant(real_cluster: RealCluster) -> None:
+def test_vllm_runtime_variant() -> None:
     """Issue 10 asks for the same with the vLLM runtime once its CPU image exists (issue 11)."""
     dockerfile = realstack.MANIFESTS / "images" / "vllm-cpu.Dockerfile"
     if not dockerfile.exists():
