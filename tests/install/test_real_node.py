@@ -31,7 +31,9 @@ from tests.install.realstack import (
     WORKSPACE,
 )
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+# Cold, the images are built first (the model image about 9 minutes on 2 busy cores) and
+# importing the 3.3 GB model image into containerd takes minutes: more than pytest's default.
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(3600)]
 
 WS_NAMESPACE = "real-e2e"
 PROMPT = "The Kaito controller adds an init container for each adapter"
