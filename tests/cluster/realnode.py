@@ -504,7 +504,7 @@ class RealCluster:
 
     def import_image(self, archive: Path) -> None:
         """Import an OCI archive into the node's containerd (``imagePullPolicy: IfNotPresent``)."""
-        out = self.ctr("images", "import", "--all-platforms", str(archive), timeout=600)
+        out = self.ctr("images", "import", "--all-platforms", str(archive), timeout=1800)
         if out.returncode != 0:
             raise NodeError(f"ctr images import {archive}: {out.stderr.strip()}")
 
