@@ -422,7 +422,7 @@ class RealCluster:
     """A control plane on ``NODE_IP`` with controllers, KWOK and one real node."""
 
     instance_type: str = "Standard_NC12s_v3"
-    gpus: int = 1
+    gpus: int = 2  # what Standard_NC12s_v3 has: the reconciler only uses nodes that match it
     gpu_product: str = "Tesla-V100-PCIE-16GB"
     gpu_memory_mib: int = 16384
     # As on the KWOK nodes of `python -m tests.cluster up`: the seed's Workspaces select it.
