@@ -118,6 +118,22 @@ def uninstall(cp: ControlPlane, kustom: Path, *namespaces: str) -> None:
     )
 
 
+def installed_leftovers(cp: ControlPlane) -> list[str]:
+    """What of the install is still in the cluster (empty after ``uninstall``)."""
+    left: list[str] = []
+    checks = (
+        ("namespace", NAMESPACE),
+        ("crd", "workspaces.kaito.sh"),
+        ("mutatingwebhookconfigurations", "kaito-workspace-webhook"),
+        ("validatingwebhookconfigurations", "kaito-workspace-webhook"),
+        ("clusterroles,clusterrolebindings", "-l", "app.kubernetes.io/part-of=kaito-py"),
+    )
+    for kind, *what in checks:
+        out = cp.kubectl("get", kind, *what, "-o", "name", "--ignore-not-found", check=False)
+        left += out.stdout.split()
+    return left
+
+
 def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
     for c in obj.get("status", {}).get("conditions", []):
         if c.get("type") == kind:

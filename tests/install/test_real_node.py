@@ -65,6 +65,8 @@ def installed(
         yield kustom
     finally:
         realstack.uninstall(real_cluster.control_plane, kustom, WS_NAMESPACE)
+    # Deleting the Workspaces, then `kubectl delete -k`, leaves nothing of ours.
+    assert realstack.installed_leftovers(real_cluster.control_plane) == []
 
 
 def test_controller_installed_with_leader_election_and_injected_ca_bundle(
