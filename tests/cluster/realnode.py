@@ -610,6 +610,8 @@ class RealCluster:
             return
         if not any(p.name == "kubelet" and p.alive() for p in self.node_procs):
             return
+        # Cordoned first: Pods that controllers recreate stay Pending instead of landing here.
+        cp.kubectl("cordon", NODE_NAME, check=False, timeout=30)
         sel = f"spec.nodeName={NODE_NAME}"
         cp.kubectl(
             "delete",
