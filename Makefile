@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 UV     := $(VENV)/bin/uv
 PYTEST_ARGS ?=
 
-.PHONY: setup binaries images test lint unit demo cluster lock clean clean-cache
+.PHONY: setup binaries images test lint unit demo cluster real-node node-prereqs clean-node lock clean clean-cache
 
 setup: $(VENV)/.installed
 
@@ -46,6 +46,18 @@ demo: setup binaries
 
 cluster: setup binaries
 	$(PY) -m tests.cluster up
+
+# A real node (containerd + kubelet + kube-proxy) next to the KWOK ones; root only.
+real-node: setup binaries
+	$(PY) -m tests.cluster up --real-node
+
+# The real node's Debian packages (the tests install them themselves too).
+node-prereqs: setup
+	$(PY) -m tests.cluster prereqs
+
+# Remove what a killed real-node run left (processes, mounts, iptables chains, links, cgroups).
+clean-node: setup
+	$(PY) -m tests.cluster clean
 
 lock:
 	$(UV) pip compile pyproject.toml --extra runtime --extra vllm --extra dev -p 3.11 -o requirements.lock

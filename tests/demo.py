@@ -7,9 +7,15 @@
    and the reconciler (``python -m reconciler``) as real processes against it;
 3. applies the seed's falcon-7b Workspace (its first example, verbatim) and shows it reach
    Ready: NodeClaims, nodes, Deployment, Service, Pods and the status conditions;
-4. serves the seed's adapter Workspace on this machine with ``python -m reconciler.local run``
-   on the tiny built-in model with one LoRA adapter, sends the seed's ``/chat`` request and
-   prints the answer.
+4. serves the seed's adapter Workspace and sends the seed's ``/chat`` request:
+   - where a real node can run (root, Linux, the Debian packages, the image builder): from a
+     real Pod on a real node (``tests.cluster.realnode``) through its Service's ClusterIP, after
+     ``kubectl apply -k manifests/`` with the controller image built from our Dockerfile, the
+     Workspace's model and adapter coming from images built for the tiny model
+     (``tests/install/realstack.py``); the first run builds the images (tens of minutes), later
+     runs reuse them;
+   - elsewhere (it says why) with ``python -m reconciler.local run`` on this machine, on the
+     tiny built-in model with one LoRA adapter.
 
 Every step prints ``==> ...``. Ctrl-C or SIGTERM stops everything (exit status 130); a failure
 prints the logs of the processes involved and exits 1. ``--wait`` keeps everything running
@@ -39,6 +45,7 @@ from typing import Any, TypeVar
 from tests.api import seed
 from tests.cluster import binaries as bins
 from tests.cluster.harness import ControlPlane, HarnessError, _die_with_parent, free_port
+from tests.images.errors import ImageError
 
 ROOT = Path(__file__).resolve().parents[1]
 CRD_DIR = ROOT / "manifests" / "crd"
@@ -187,11 +194,13 @@ def http_status(url: str, timeout: float = 2.0) -> int | None:
 
 
 class Demo:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, real_node: bool = True) -> None:
         self.workdir = workdir
         self.cp: ControlPlane | None = None
         self.cloud: Any = None
         self.procs: list[Proc] = []
+        self.real_node = real_node
+        self.real: Any = None  # a tests.cluster.realnode.RealCluster while it runs
 
     # ------------------------------------------------------------------ helpers
 
@@ -427,13 +436,77 @@ class Demo:
         say(f"/chat answered (HTTP {status}; random text: the tiny model has random weights):")
         show(json.dumps(result, ensure_ascii=False))
 
+    def real_node_unavailable(self) -> str | None:
+        """Why the real-node path cannot run here (None: it can)."""
+        if not self.real_node:
+            return "--no-real-node was given"
+        from tests.cluster import hostprep
+        from tests.images import prereqs as image_prereqs
+
+        try:
+            hostprep.ensure()
+            image_prereqs.ensure()
+        except (RuntimeError, ImageError) as exc:  # a missing prerequisite: the fallback
+            return str(exc)
+        return None
+
+    def serve_on_real_node(self) -> None:
+        from tests.cluster.realnode import RealCluster
+        from tests.images import api as images
+        from tests.install import realstack
+
+        say("step 4 on a real node: containerd + kubelet + kube-proxy on this machine (root)")
+        t0 = time.monotonic()
+        self.real = RealCluster()
+        self.real.start()
+        rc = self.real
+        cp = rc.control_plane
+        say(
+            f"real node {realstack.NODE_NAME} Ready ({time.monotonic() - t0:.0f}s); "
+            f"its own apiserver: {cp.server}"
+        )
+        say("building or reusing the images (tests/images; the first run takes tens of minutes)")
+        controller = images.ensure_image("controller")
+        model = images.ensure_model_image()
+        adapter = images.ensure_adapter_image(
+            seed=realstack.ADAPTER_SEED, name=realstack.ADAPTER_IMAGE_NAME, **realstack.ADAPTER_LORA
+        )
+        for image in (model, adapter):
+            rc.import_image(image.archive)
+        say(f"kubectl apply -k manifests/ (controller image {controller.ref})")
+        realstack.install(rc, controller.archive, controller.ref, self.workdir)
+        show(cp.kubectl("get", "pods", "-n", realstack.NAMESPACE, "-o", "wide").stdout)
+        ws = realstack.workspace("default", model.ref, adapter.ref, "0.2")
+        say(
+            "applying the seed's adapter Workspace (its images: the tiny model and a LoRA adapter):"
+        )
+        show(json.dumps(ws["inference"], indent=2))
+        cp.kubectl("apply", "-f", "-", input=json.dumps(ws))
+        t1 = time.monotonic()
+        realstack.wait_ready(cp, "default", WORKSPACE, SERVE_TIMEOUT_S * 3)
+        say(f"Workspace Ready on the real node ({time.monotonic() - t1:.0f}s):")
+        show(cp.kubectl("get", "pods,services", "-n", "default", "-o", "wide").stdout)
+        ip = realstack.cluster_ip(cp, "default", WORKSPACE)
+        url = f"http://{ip}/chat"
+        say(f"POST {url} (the Service's ClusterIP) with the seed's request: {CHAT_BODY}")
+        result = realstack.post(url, CHAT_BODY)
+        if "Result" not in result:
+            raise DemoError(f"/chat answered {result}")
+        say("/chat answered from the real Pod (random text: the tiny model has random weights):")
+        show(json.dumps(result, ensure_ascii=False))
+
     def run(self, wait: bool) -> None:
         t0 = time.monotonic()
         self.start_cluster()
         self.start_controllers()
         self.apply_seed()
         self.show_cluster()
-        self.serve_locally()
+        why = self.real_node_unavailable()
+        if why is None:
+            self.serve_on_real_node()
+        else:
+            say(f"no real node here ({why}); serving on this machine without a cluster instead")
+            self.serve_locally()
         say(f"demo complete in {time.monotonic() - t0:.0f}s")
         if wait:
             assert self.cp is not None
@@ -468,6 +541,9 @@ class Demo:
                 print(f"    {p.name} exited with status {code}", flush=True)
         if self.cloud is not None:
             self.cloud.stop()
+        if self.real is not None:
+            say("tearing down the real node (Pods, containers, iptables, mounts, address)")
+            self.real.stop()
         if self.cp is not None:
             self.cp.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -487,9 +563,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--wait", action="store_true", help="keep everything running after the demo, until Ctrl-C"
     )
+    parser.add_argument(
+        "--no-real-node",
+        action="store_true",
+        help="serve step 4 with `reconciler.local run` even where a real node could run",
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
-    demo = Demo(Path(tempfile.mkdtemp(prefix="kaito-demo-")))
+    demo = Demo(Path(tempfile.mkdtemp(prefix="kaito-demo-")), real_node=not args.no_real_node)
     code = 0
     try:
         demo.run(args.wait)
@@ -497,7 +578,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(flush=True)
         say("interrupted")
         code = 130
-    except (DemoError, HarnessError, OSError, subprocess.SubprocessError) as exc:
+    except (
+        DemoError,
+        HarnessError,
+        OSError,
+        subprocess.SubprocessError,
+        RuntimeError,
+        ImageError,
+    ) as exc:
+        # RuntimeError: the real node's NodeError/HostPrepError and realstack's StackError.
         print(f"error: {exc}", file=sys.stderr, flush=True)
         demo.logs()
         code = 1

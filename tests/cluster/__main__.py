@@ -1,12 +1,18 @@
 """Run the local test control plane in the foreground, for people.
 
     python -m tests.cluster up [--nodes 2] [--instance-type Standard_NC12s_v3] [--gpus 2]
-                               [--label apps=falcon-7b] [--workdir DIR] [--exit]
+                               [--label apps=falcon-7b] [--workdir DIR] [--exit] [--real-node]
+    python -m tests.cluster clean     # remove what a killed real-node run left behind
+    python -m tests.cluster prereqs   # install the real node's Debian packages (root)
 
 Starts etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KWOK on 127.0.0.1,
 creates fake GPU nodes, prints the kubeconfig and the ``export KUBECONFIG=...`` line and
 ``kubectl get nodes`` with their GPUs, then waits until Ctrl-C (or exits at once with ``--exit``)
 and stops everything it started.
+
+``--real-node`` adds a real node (containerd + kubelet + kube-proxy, root only): the apiserver
+then listens on 10.86.0.1 (added to ``lo``) and Pods on the node ``kaito-real-node`` really
+run; Ctrl-C tears it all down.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ from pathlib import Path
 
 from . import binaries as bins
 from .harness import ControlPlane, HarnessError
+from .hostprep import HostPrepError
 from .nodes import create_fake_gpu_node, wait_node_ready
+from .realnode import NODE_NAME, NodeError, RealCluster, clean
 
 GPU_COLUMNS = (
     "NAME:.metadata.name,"
@@ -51,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("command", choices=["up"])
+    parser.add_argument("command", choices=["up", "clean", "prereqs"])
     parser.add_argument("--nodes", type=int, default=2, help="fake GPU nodes to create (default 2)")
     parser.add_argument(
         "--instance-type",
@@ -79,7 +87,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="stop right after showing the nodes instead of waiting for Ctrl-C",
     )
+    parser.add_argument(
+        "--real-node",
+        action="store_true",
+        help="also run a real node (containerd, kubelet, kube-proxy) on this machine (root)",
+    )
     args = parser.parse_args(argv)
+    if args.command == "clean":
+        left = clean(bins.binaries().kube_proxy)
+        for item in left:
+            print(f"still there: {item}", file=sys.stderr)
+        say("clean" if not left else f"{len(left)} item(s) could not be removed")
+        return 1 if left else 0
+    if args.command == "prereqs":
+        from . import hostprep
+
+        try:
+            hostprep.ensure()
+        except HostPrepError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        say("real-node prerequisites present")
+        return 0
 
     # SIGTERM unwinds like Ctrl-C so the finally below stops everything.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -91,15 +120,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
+    real = RealCluster(workdir=args.workdir) if args.real_node else None
     cp = ControlPlane(workdir=args.workdir, binaries=b)
     try:
-        say("starting etcd and kube-apiserver")
         t0 = time.monotonic()
-        cp.start()
-        say(f"apiserver ready at {cp.server} in {time.monotonic() - t0:.1f}s")
-        say("starting kube-controller-manager, kube-scheduler and KWOK")
-        cp.start_controllers()
-        cp.start_kwok()
+        if real is not None:
+            say(
+                "starting the control plane on 10.86.0.1 and a real node "
+                "(containerd, kubelet, kube-proxy)"
+            )
+            real.start()
+            cp = real.control_plane
+            say(f"real node {NODE_NAME} Ready in {time.monotonic() - t0:.1f}s")
+        else:
+            say("starting etcd and kube-apiserver")
+            cp.start()
+            say(f"apiserver ready at {cp.server} in {time.monotonic() - t0:.1f}s")
+            say("starting kube-controller-manager, kube-scheduler and KWOK")
+            cp.start_controllers()
+            cp.start_kwok()
         labels = parse_labels(args.label)
         for i in range(args.nodes):
             name = f"gpu-node-{i}"
@@ -128,13 +167,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             for p in dead:
                 print(f"error: {p.name} exited:\n{p.tail()}", file=sys.stderr)
             return 1
-    except HarnessError as exc:
+    except (HarnessError, NodeError, HostPrepError, bins.BuildError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print()
     finally:
         say("stopping every process")
+        if real is not None:
+            real.stop()
         cp.stop()
         say("stopped")
     return 0

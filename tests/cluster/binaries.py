@@ -44,6 +44,9 @@ KWOK_MODULE = "sigs.k8s.io/kwok/cmd/kwok"
 
 GOMOD_DIR = Path(__file__).with_name("gomod")
 KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+# The real node's binaries: same wrapper module, flags and version stamp, built as a separate step
+# so that a cache made before they existed gains them without rebuilding the control plane.
+NODE_COMMANDS = ("kubelet", "kube-proxy")
 
 
 class BuildError(RuntimeError):
@@ -69,6 +72,8 @@ class Binaries:
     kubectl: Path
     etcd: Path
     kwok: Path
+    kubelet: Path
+    kube_proxy: Path
 
     def all(self) -> list[Path]:
         return [
@@ -78,6 +83,8 @@ class Binaries:
             self.kubectl,
             self.etcd,
             self.kwok,
+            self.kubelet,
+            self.kube_proxy,
         ]
 
 
@@ -103,6 +110,8 @@ def binaries(root: Path | None = None) -> Binaries:
         kubectl=k / "kubectl",
         etcd=etcd_dir(root) / "etcd",
         kwok=kwok_dir(root) / "kwok",
+        kubelet=k / "kubelet",
+        kube_proxy=k / "kube-proxy",
     )
 
 
@@ -290,6 +299,20 @@ def _install(tmp: Path, final: Path) -> None:
     tmp.rename(final)
 
 
+def _kube_build_args(out: Path) -> list[str]:
+    return [
+        "build",
+        "-v",
+        "-trimpath",
+        "-tags",
+        "selinux,notest",
+        "-ldflags",
+        ldflags(KUBERNETES_VERSION),
+        "-o",
+        str(out) + "/",
+    ]
+
+
 def build_kubernetes(root: Path) -> None:
     check_gomod()
     final = kube_dir(root)
@@ -297,21 +320,30 @@ def build_kubernetes(root: Path) -> None:
     try:
         _go_build(
             f"kubernetes {KUBERNETES_VERSION}",
-            [
-                "build",
-                "-v",
-                "-trimpath",
-                "-tags",
-                "selinux,notest",
-                "-ldflags",
-                ldflags(KUBERNETES_VERSION),
-                "-o",
-                str(tmp) + "/",
-            ],
+            _kube_build_args(tmp),
             GOMOD_DIR / "kubernetes",
             [f"k8s.io/kubernetes/cmd/{c}" for c in KUBE_COMMANDS],
         )
         _install(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_node(root: Path) -> None:
+    """kubelet and kube-proxy, added next to the control plane's binaries (which stay)."""
+    check_gomod()
+    final = kube_dir(root)
+    tmp = Path(tempfile.mkdtemp(prefix=".node-", dir=root))
+    try:
+        _go_build(
+            f"kubelet+kube-proxy {KUBERNETES_VERSION}",
+            _kube_build_args(tmp),
+            GOMOD_DIR / "kubernetes",
+            [f"k8s.io/kubernetes/cmd/{c}" for c in NODE_COMMANDS],
+        )
+        final.mkdir(parents=True, exist_ok=True)
+        for c in NODE_COMMANDS:
+            (tmp / c).replace(final / c)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -373,8 +405,9 @@ def ensure(root: Path | None = None) -> Binaries:
             (b.kube_apiserver, b.kube_controller_manager, b.kube_scheduler, b.kubectl),
             (b.etcd,),
             (b.kwok,),
+            (b.kubelet, b.kube_proxy),
         ]
-        builders = (build_kubernetes, build_etcd, build_kwok)
+        builders = (build_kubernetes, build_etcd, build_kwok, build_node)
         for paths, build in zip(steps, builders, strict=True):
             if any(not os.access(p, os.X_OK) for p in paths):
                 build(root)

@@ -4,6 +4,9 @@
 - ``controllers``: the same, plus kube-controller-manager and kube-scheduler.
 - ``kwok``: the same, plus controllers and KWOK, so Pods on fake nodes become Ready.
 - ``namespace``: a fresh namespace per test, deleted afterwards.
+- ``real_cluster``: a separate control plane on 10.86.0.1 with controllers, KWOK and a real node
+  (containerd + kubelet + kube-proxy; see ``realnode.py``); a ``RealCluster``. Root only: it
+  skips, naming what is missing, where the host cannot run a node.
 - ``gpu_nodes``: a factory ``gpu_nodes(name, instance_type, **kw)`` creating fake GPU nodes
   (see ``nodes.fake_gpu_node``) that are deleted after the test.
 
@@ -19,10 +22,19 @@ from typing import Any
 
 import pytest
 
+from . import hostprep
 from .harness import ControlPlane
 from .nodes import create_fake_gpu_node, wait_node_ready
+from .realnode import RealCluster
 
-CLUSTER_FIXTURES = {"control_plane", "controllers", "kwok", "namespace", "gpu_nodes"}
+CLUSTER_FIXTURES = {
+    "control_plane",
+    "controllers",
+    "kwok",
+    "namespace",
+    "gpu_nodes",
+    "real_cluster",
+}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -38,6 +50,31 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.cluster)
+    # Tests that start their own real node (marked `real_node_first`) run before the session's
+    # `real_cluster` exists: only one real node fits on a machine.
+    items.sort(key=lambda item: item.get_closest_marker("real_node_first") is None)
+
+
+def real_node_skip_reason() -> str | None:
+    """Why this host cannot run a real node (after installing what can be installed)."""
+    try:
+        hostprep.ensure()
+    except hostprep.HostPrepError as exc:
+        return f"no real node on this host: {exc}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def real_cluster() -> Iterator[RealCluster]:
+    reason = real_node_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    rc = RealCluster()
+    rc.start()
+    try:
+        yield rc
+    finally:
+        rc.stop()
 
 
 @pytest.fixture(scope="session")

@@ -42,9 +42,9 @@ class HarnessError(RuntimeError):
     """The control plane could not start; the message carries the failing process's log tail."""
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
@@ -93,6 +93,11 @@ class ControlPlane:
     binaries: bins.Binaries | None = None
     procs: list[Proc] = field(default_factory=list)
     server: str = ""
+    # Real-node mode: the apiserver binds and advertises this (non-loopback) address, which is in
+    # its certificate, so Pods reach it through the `kubernetes` Service; it reaches kubelets by
+    # their InternalIP. Certificates for the node named ``node_name`` are issued too.
+    node_ip: str | None = None
+    node_name: str = "kaito-real-node"
     _own_workdir: bool = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -189,10 +194,26 @@ class ControlPlane:
                 "kubernetes.default.svc",
                 "kubernetes.default.svc.cluster.local",
             ),
-            ips=("127.0.0.1", "10.96.0.1"),
+            ips=("127.0.0.1", "10.96.0.1", *([self.node_ip] if self.node_ip else [])),
         )
         pki.write(d / "apiserver.crt", serving.cert_pem)
         pki.write(d / "apiserver.key", serving.key_pem, private=True)
+        if self.node_ip:
+            node = pki.issue(
+                ca_key, ca_cert, f"system:node:{self.node_name}", org="system:nodes", client=True
+            )
+            pki.write(d / "node.crt", node.cert_pem)
+            pki.write(d / "node.key", node.key_pem, private=True)
+            kubelet = pki.issue(
+                ca_key,
+                ca_cert,
+                self.node_name,
+                server=True,
+                dns=(self.node_name,),
+                ips=(self.node_ip,),
+            )
+            pki.write(d / "kubelet.crt", kubelet.cert_pem)
+            pki.write(d / "kubelet.key", kubelet.key_pem, private=True)
         admin = pki.issue(ca_key, ca_cert, "kaito-admin", org="system:masters", client=True)
         pki.write(d / "admin.crt", admin.cert_pem)
         pki.write(d / "admin.key", admin.key_pem, private=True)
@@ -246,16 +267,27 @@ class ControlPlane:
 
     def _start_apiserver(self) -> None:
         assert self.binaries is not None
-        port = free_port()
-        self.server = f"https://127.0.0.1:{port}"
+        host = self.node_ip or "127.0.0.1"
+        port = free_port(host)
+        self.server = f"https://{host}:{port}"
         d = self.dir / "pki"
+        node_flags = (
+            [
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-client-certificate={d / 'admin.crt'}",
+                f"--kubelet-client-key={d / 'admin.key'}",
+                f"--kubelet-certificate-authority={d / 'ca.crt'}",
+            ]
+            if self.node_ip
+            else []
+        )
         proc = self._spawn(
             "kube-apiserver",
             [
                 str(self.binaries.kube_apiserver),
                 f"--etcd-servers={self.etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={host}",
+                f"--advertise-address={host}",
                 f"--secure-port={port}",
                 f"--tls-cert-file={d / 'apiserver.crt'}",
                 f"--tls-private-key-file={d / 'apiserver.key'}",
@@ -269,6 +301,7 @@ class ControlPlane:
                 "--allow-privileged=true",
                 f"--cert-dir={self.dir / 'apiserver-certs'}",
                 "--profiling=false",
+                *node_flags,
                 "--v=1",
             ],
         )
@@ -284,6 +317,31 @@ class ControlPlane:
         self._wait(proc, ready, 120)
         # RBAC bootstrap finishes inside readyz; the default namespace appears shortly after.
         self._wait(proc, lambda: self.get("/api/v1/namespaces/default")[0] == 200, 60)
+
+    def write_kubeconfig(self, path: Path, cert: str, key: str) -> Path:
+        """A kubeconfig for this apiserver with the client certificate ``pki/<cert>``."""
+        d = self.dir / "pki"
+        cfg = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "c",
+                    "cluster": {"server": self.server, "certificate-authority": str(d / "ca.crt")},
+                }
+            ],
+            "users": [
+                {
+                    "name": "u",
+                    "user": {"client-certificate": str(d / cert), "client-key": str(d / key)},
+                }
+            ],
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+            "current-context": "c",
+        }
+        path.write_text(json.dumps(cfg, indent=2))
+        path.chmod(0o600)
+        return path
 
     def _write_kubeconfig(self) -> None:
         d = self.dir / "pki"

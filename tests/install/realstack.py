@@ -1,0 +1,178 @@
+"""The whole system on the real node, as steps the end-to-end tests and ``make demo`` share.
+
+* ``install(rc, workdir)``: the built controller image into the node's containerd, then
+  ``kubectl apply -k`` of a test overlay over ``manifests/`` that only renames the controller
+  image; waits for both replicas.
+* ``workspace(...)``: the seed's adapter Workspace on the real node with the test's private
+  preset (model) image, adapter image and strength.
+* ``wait_ready(cp, namespace, name)``, ``cluster_ip(...)``, ``post(url, body)``.
+* ``uninstall(cp, overlay)``: the Workspaces' namespace, then ``kubectl delete -k``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from tests.api import seed
+from tests.cluster.harness import ControlPlane
+from tests.cluster.realnode import NODE_NAME, RealCluster
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFESTS = ROOT / "manifests"
+NAMESPACE = "kaito-system"
+DEPLOYMENT = "kaito-controller"
+CONTROLLER_IMAGE = "ghcr.io/kaito-py/controller"
+WORKSPACE = "workspace-falcon-7b"
+ADAPTER = "falcon-7b-adapter"
+# The adapter image the tests and the demo serve (one build, cached by tests/images).
+ADAPTER_IMAGE_NAME = "adapter-e2e"
+ADAPTER_SEED = 1
+ADAPTER_LORA: dict[str, Any] = {"r": 4, "lora_alpha": 8, "std": 0.3}
+
+T = TypeVar("T")
+
+
+class StackError(RuntimeError):
+    """A step of the install or of serving did not complete; the message says which."""
+
+
+def wait_for(what: str, fn: Callable[[], T | None], timeout: float, every: float = 1.0) -> T:
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(every)
+    raise StackError(f"{what}: not after {timeout:.0f}s (last: {last!r})")
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    name, _, tag = ref.rpartition(":")
+    return name, tag
+
+
+def overlay(directory: Path, controller_ref: str) -> Path:
+    """``manifests/`` with only the controller image renamed (a kustomize overlay, test-only)."""
+    name, tag = split_ref(controller_ref)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [os.path.relpath(MANIFESTS, directory)],
+                "images": [{"name": CONTROLLER_IMAGE, "newName": name, "newTag": tag}],
+            }
+        )
+    )
+    return directory
+
+
+def install(rc: RealCluster, controller_archive: Path, controller_ref: str, workdir: Path) -> Path:
+    """Import the controller image, ``kubectl apply -k`` the overlay, wait for 2 replicas."""
+    cp = rc.control_plane
+    rc.import_image(controller_archive)
+    kustom = overlay(workdir / "overlay", controller_ref)
+    cp.kubectl("apply", "-k", str(kustom), timeout=120)
+    wait_for(
+        "2 controller replicas available",
+        lambda: (
+            cp.kubectl_json("get", "deployment", "-n", NAMESPACE, DEPLOYMENT)
+            .get("status", {})
+            .get("availableReplicas")
+            == 2
+        ),
+        300,
+    )
+    return kustom
+
+
+def uninstall(cp: ControlPlane, kustom: Path, *namespaces: str) -> None:
+    for ns in namespaces:
+        cp.kubectl(
+            "delete",
+            "namespace",
+            ns,
+            "--ignore-not-found",
+            "--timeout=180s",
+            check=False,
+            timeout=240,
+        )
+    cp.kubectl(
+        "delete",
+        "-k",
+        str(kustom),
+        "--ignore-not-found",
+        "--timeout=180s",
+        check=False,
+        timeout=240,
+    )
+
+
+def installed_leftovers(cp: ControlPlane) -> list[str]:
+    """What of the install is still in the cluster (empty after ``uninstall``)."""
+    left: list[str] = []
+    checks = (
+        ("namespace", NAMESPACE),
+        ("crd", "workspaces.kaito.sh"),
+        ("mutatingwebhookconfigurations", "kaito-workspace-webhook"),
+        ("validatingwebhookconfigurations", "kaito-workspace-webhook"),
+        ("clusterroles,clusterrolebindings", "-l", "app.kubernetes.io/part-of=kaito-py"),
+    )
+    for kind, *what in checks:
+        out = cp.kubectl("get", kind, *what, "-o", "name", "--ignore-not-found", check=False)
+        left += out.stdout.split()
+    return left
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    for c in obj.get("status", {}).get("conditions", []):
+        if c.get("type") == kind:
+            return dict(c)
+    return {}
+
+
+def workspace(namespace: str, model_ref: str, adapter_ref: str, strength: str) -> dict[str, Any]:
+    """The seed's adapter Workspace on the real node, with these images and strength."""
+    ws = seed.load(seed.FALCON_7B_ADAPTERS)
+    ws["metadata"]["namespace"] = namespace
+    ws["metadata"].setdefault("annotations", {})["kaito.sh/runtime"] = "transformers"
+    ws["resource"]["preferredNodes"] = [NODE_NAME]
+    ws["inference"]["preset"]["accessMode"] = "private"
+    ws["inference"]["preset"]["presetOptions"] = {"image": model_ref}
+    ws["inference"]["adapters"][0]["source"]["image"] = adapter_ref
+    ws["inference"]["adapters"][0]["strength"] = strength
+    return ws
+
+
+def wait_ready(cp: ControlPlane, namespace: str, name: str, timeout: float) -> dict[str, Any]:
+    def succeeded() -> dict[str, Any] | None:
+        ws: dict[str, Any] = cp.kubectl_json("get", "workspace", "-n", namespace, name)
+        return ws if condition(ws, "WorkspaceSucceeded").get("status") == "True" else None
+
+    return wait_for(f"Workspace {namespace}/{name} Ready", succeeded, timeout, every=2)
+
+
+def cluster_ip(cp: ControlPlane, namespace: str, name: str) -> str:
+    return str(cp.kubectl_json("get", "service", "-n", namespace, name)["spec"]["clusterIP"])
+
+
+def post(url: str, body: dict[str, Any] | str, timeout: float = 120) -> dict[str, Any]:
+    data = body if isinstance(body, str) else json.dumps(body)
+    req = urllib.request.Request(
+        url, data=data.encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        out = json.loads(r.read())
+    if not isinstance(out, dict):
+        raise StackError(f"POST {url}: not a JSON object: {out!r}")
+    return out
