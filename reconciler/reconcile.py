@@ -105,6 +105,27 @@ def refusal_hint(exc: ApiError) -> str:
 
 
 REASON_NODECLAIM_REFUSED = "NodeClaimRefused"
+
+
+def claim_refusal(exc: ApiError) -> Cond | None:
+    """The ResourceReady condition for a NodeClaim create the apiserver refused, or None for
+    an error worth retrying silently. The create is retried with backoff either way (the
+    caller re-raises), so installing Karpenter or fixing RBAC later heals the Workspace."""
+    if exc.status == 404:
+        why = (
+            f"the NodeClaim API is not installed ({exc}): install Karpenter (it provides "
+            "nodeclaims.karpenter.sh) or list prepared GPU nodes in resource.preferredNodes"
+        )
+    elif exc.status in REFUSED:
+        why = (
+            f"the apiserver refused the NodeClaim: {exc}; check the reconciler's RBAC "
+            "(create and patch on nodeclaims.karpenter.sh) and the NodeClaim CRD"
+        )
+    else:
+        return None
+    return Cond(False, REASON_NODECLAIM_REFUSED, why)
+
+
 Key = tuple[str, str]
 
 
@@ -394,14 +415,9 @@ class Reconciler:
             try:
                 await self._create_claims(ws_obj, plan)
             except ApiError as exc:
-                if exc.status not in REFUSED:
+                claim_refused = claim_refusal(exc)
+                if claim_refused is None:
                     raise
-                claim_refused = Cond(
-                    False,
-                    REASON_NODECLAIM_REFUSED,
-                    f"the apiserver refused the NodeClaim: {exc}; check the reconciler's RBAC "
-                    "(create and patch on nodeclaims.karpenter.sh) and the NodeClaim CRD",
-                )
                 await self._write_status(
                     ws_obj,
                     claim_refused,

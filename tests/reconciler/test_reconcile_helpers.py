@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from reconciler.controller import admission_unavailable, keys_for
-from reconciler.errors import ApiError
+from reconciler.errors import ApiError, NotFoundError
 from reconciler.reconcile import (
     ANNOTATION_DESIRED_HASH,
+    claim_refusal,
     is_subset,
     needs_apply,
     refused,
@@ -156,3 +157,19 @@ def test_apply_refusals_are_permanent_and_webhook_outages_are_not() -> None:
     assert admission_unavailable(down)
     assert not refused(down)
     assert not admission_unavailable(typed)
+
+
+def test_a_missing_nodeclaim_api_is_reported_with_what_to_do() -> None:
+    # Without Karpenter the NodeClaim create answers 404: the Workspace must say so (it used
+    # to show no condition at all while the create was retried with backoff).
+    cond = claim_refusal(
+        NotFoundError(404, "NotFound", "the server could not find the requested resource")
+    )
+    assert cond is not None
+    assert (cond.ok, cond.reason) == (False, "NodeClaimRefused")
+    assert "install Karpenter" in cond.message
+    assert "resource.preferredNodes" in cond.message
+    forbidden = claim_refusal(ApiError(403, "Forbidden", "cannot create nodeclaims"))
+    assert forbidden is not None
+    assert "RBAC" in forbidden.message
+    assert claim_refusal(ApiError(500, "InternalError", "etcdserver: request timed out")) is None
