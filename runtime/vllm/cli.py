@@ -27,7 +27,7 @@ from runtime.adapters import (
     resolve_adapters,
 )
 from runtime.vllm.errors import HardwareError, LauncherError, PresetError, SettingsError
-from runtime.vllm.inputs import MIB, CpuHardware, Hardware, PresetLike, PresetSpec
+from runtime.vllm.inputs import MIB, AdminDefaults, CpuHardware, Hardware, PresetLike, PresetSpec
 from runtime.vllm.loras import check_names, prepare_loras
 from runtime.vllm.merged import prepare_merged
 from runtime.vllm.plan import LaunchPlan, LaunchRequest, build_plan, choose_adapter_mode
@@ -173,6 +173,21 @@ def detect_device(
     return detect_hardware(settings, detect)
 
 
+def cap_to_model(defaults: AdminDefaults, model_dir: Path, context: int) -> AdminDefaults:
+    """CPU mode with a local model folder (often a small stand-in for the preset's model): cap
+    the context at the folder's ``max_position_embeddings`` when that is shorter, as vLLM
+    refuses a longer ``--max-model-len``."""
+    try:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+        positions = int(config["max_position_embeddings"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return defaults
+    if positions >= context or positions < 1:
+        return defaults
+    cap = min(defaults.max_model_len, positions) if defaults.max_model_len else positions
+    return replace(defaults, max_model_len=cap, min_model_len=min(defaults.min_model_len, cap))
+
+
 def make_plan(settings: LauncherSettings) -> LaunchPlan:
     """Everything before starting processes: checks, adapters (LoRA folders or merged weights)
     and chat template on disk, plan. Workers prepare the adapters too: vLLM's Ray workers read
@@ -190,12 +205,15 @@ def make_plan(settings: LauncherSettings) -> LaunchPlan:
     if mode == "lora":
         check_names(list(strengths), served, settings.base_alias)
     specs = resolve_adapters(strengths, settings.adapter_root)
+    defaults = settings.defaults
+    if isinstance(hardware, CpuHardware) and settings.model_dir is not None:
+        defaults = cap_to_model(defaults, settings.model_dir, preset.context_length)
     request = LaunchRequest(
         preset=preset,
         hardware=hardware,
         served_model_name=served,
         topology=settings.topology,
-        defaults=settings.defaults,
+        defaults=defaults,
         model_dir=str(settings.model_dir) if settings.model_dir else None,
         adapter_mode=mode,
         host=host,
