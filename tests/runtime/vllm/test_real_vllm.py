@@ -189,6 +189,7 @@ def test_chat_completions_and_streaming(served: Launcher) -> None:
         "model": MODEL,
         "messages": [{"role": "user", "content": "What is a Workspace?"}],
         "max_tokens": 12,
+        "min_tokens": 12,
         "temperature": 0,
     }
     whole = served.post("/v1/chat/completions", body)
@@ -362,5 +363,8 @@ def test_start_up_failures_exit_3_with_the_termination_message(
     big = tiny_preset(llama, context_length=4_000_000)
     args = _failure_args(work, llama, adapters, "--min-model-len", "4000000")
     (work / "preset.json").write_text(json.dumps(big))
+    # Without --model-dir: a local folder's shorter max_position_embeddings would cap the context.
+    at = args.index("--model-dir")
+    del args[at : at + 2]
     done = run_launcher(args)
     _assert_exit_3(done, work, "does not fit", "--cpu-kv-cache-gib")
