@@ -9,7 +9,6 @@ is left of that session (vLLM's engine core included).
 from __future__ import annotations
 
 import contextlib
-import contextlib
 import os
 import signal
 import socket
