@@ -256,7 +256,9 @@ def test_real_vllm_on_cpu_serves_the_seeds_adapter_workspace(
         if not link.exists():
             link.symlink_to(adapter_dir, target_is_directory=True)
         base, merged = expected_answers(tiny_model, link)
-        assert answer["Result"] == merged
+        # vLLM's incremental detokenization drops a trailing incomplete character that a
+        # one-shot decode shows as U+FFFD.
+        assert answer["Result"] == merged.rstrip("\ufffd")
         assert merged != base
         cmd.signal(signal.SIGTERM)
         assert cmd.wait(180) == 0, cmd.output[-3000:]
