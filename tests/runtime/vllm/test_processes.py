@@ -165,10 +165,14 @@ def test_worker_pod_answers_health_while_its_ray_node_runs(tmp_path: Path) -> No
         [sys.executable, "-c", WORKER, str(port), ray, str(gate), sizing], cwd=ROOT
     )
     try:
+        # Retrying: the head is not reachable yet. Between two tries the stand-in's process is
+        # briefly alive (200) while it starts, which a loaded machine stretches: poll for 503.
         deadline = time.monotonic() + 60
-        while _health(port) is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert _health(port) == 503  # retrying: the head is not reachable yet
+        seen = _health(port)
+        while seen != 503 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            seen = _health(port)
+        assert seen == 503
         gate.write_text("up")
         deadline = time.monotonic() + 60
         while _health(port) != 200 and time.monotonic() < deadline:

