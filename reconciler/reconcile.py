@@ -546,6 +546,7 @@ class Reconciler:
             transformers=config.runtime_images.get(
                 Runtime.TRANSFORMERS, self.options.images.transformers
             ),
+            vllm_cpu=config.vllm_cpu_image or self.options.images.vllm_cpu,
         )
         strategy: Strategy = strategy_of(observed) or "recreate"
         draft = render(
