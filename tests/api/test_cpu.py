@@ -25,6 +25,7 @@ from api.validation import NodeFacts, ValidationContext, validate_create
 from api.workspace import Workspace
 from reconciler.commands import ServeArgs, transformers_command, vllm_command
 from reconciler.needs import Needs, Unsatisfiable, compute_needs
+from reconciler.workload import Images
 from tests.webhook.support import admission_review
 from webhook import decisions
 from webhook.review import parse_review
@@ -32,6 +33,8 @@ from webhook.review import parse_review
 PRESETS = load_presets()
 SKUS = load_skus()
 CTX = ValidationContext.default()
+IMAGES = Images(vllm="registry.example.com/vllm:1", transformers="registry.example.com/tfs:1",
+                vllm_cpu="registry.example.com/vllm-cpu:1")  # fmt: skip
 CPU_PRESETS = ("qwen2.5-0.5b-instruct", "smollm2-360m-instruct", "tinyllama-1.1b-chat")
 SMALL = GpuSku(name="onprem-cpu-4g", gpu_count=0, gpu_memory_mib=0, gpu_model="none",
                vcpus=2, memory_mib=4096)  # fmt: skip
@@ -317,3 +320,27 @@ def test_the_runtimes_get_device_cpu_and_the_kv_cache_budget() -> None:
     gpu = dataclasses.replace(args, cpu_kv_cache_gib=None)
     assert "--device" not in vllm_command(gpu)
     assert "--device" not in transformers_command(gpu)
+
+
+def test_a_prepared_cpu_node_serves_a_cpu_workspace_without_a_nodeclaim() -> None:
+    from reconciler.nodes import plan_nodes
+    from reconciler.observe import slim
+    from reconciler.workload import render
+    from tests.cluster.nodes import fake_cpu_node
+
+    obj = workspace("qwen2.5-0.5b-instruct", "Standard_D8s_v5")
+    obj["resource"]["preferredNodes"] = ["cpu-1"]
+    ws = Workspace.from_dict(default(obj))
+    node = fake_cpu_node("cpu-1", "Standard_D8s_v5", cpu="8", memory="32Gi", labels={"apps": "cpu"})
+    node["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    nodes = {"cpu-1": slim(node)}
+    needs = compute_needs(ws, presets=PRESETS, skus=SKUS, config=AdminConfig(), nodes=nodes)
+    assert isinstance(needs, Needs)
+    assert needs.cpu is not None
+    plan = plan_nodes(ws, needs, nodes=nodes, claims=[])
+    assert (plan.ready, plan.selected, plan.create) == (True, ("cpu-1",), ())
+    assert plan.message == "1 CPU node(s) ready: cpu-1"
+    pod = render(ws, needs, nodes=plan.selected, images=IMAGES)[-1]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"] == {"requests": {"cpu": "1", "memory": "16Gi"}}
+    assert pod["containers"][0]["image"] == "registry.example.com/vllm-cpu:1"
+    assert "tolerations" not in pod
