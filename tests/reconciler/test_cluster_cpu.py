@@ -17,6 +17,7 @@ from tests.reconciler.helpers import (
     wait_condition,
     wait_ready,
 )
+from tests.support.fake_cloud import wait_until
 
 GPU = "nvidia.com/gpu"
 
@@ -59,6 +60,19 @@ def test_a_cpu_workspace_runs_on_a_cpu_node_without_gpus(
     assert cmd[cmd.index("--cpu-kv-cache-gib") + 1] == "12"
     pods = items(crds, "pods", namespace, f"kaito.sh/workspace={name}")
     assert [p["spec"]["nodeName"] for p in pods] == ws["status"]["workerNodes"]
+
+    # A new vllmCpuImage rolls the workload out by recreating the Pod (node memory is not
+    # tracked, so a surge Pod might never fit beside the old one).
+    newer = "registry.example.com/kaito/vllm-cpu:9.10"
+    crds.kubectl(
+        "patch", "configmap", "kaito-config", "-n", namespace, "--type=merge",
+        "-p", f'{{"data": {{"vllmCpuImage": "{newer}"}}}}',
+    )  # fmt: skip
+    wait_until(lambda: _container(crds, namespace, name)[1]["image"] == newer, 30, "the new image")
+    dep = get(crds, "deployment", namespace, name)
+    assert dep is not None
+    assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    wait_ready(crds, namespace, name)
 
 
 def test_transformers_by_annotation_and_two_replicas_on_two_cpu_nodes(
