@@ -187,3 +187,22 @@ def test_a_head_size_vllm_cpu_lacks_exits_3_at_plan_time_with_the_termination_me
     # The GPU path is not checked (GPU vLLM has kernels for head_dim 16).
     gpu = ["--gpus", "1", "--gpu-memory-mib", "2048", "--compute-capability", "8.0"]
     assert main(_argv(tmp_path, model, *gpu), env={}) == 0
+
+
+def test_the_reconcilers_cpu_workspace_command_plans_on_cpu(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command rendered for a CPU Workspace (the reconciler's golden file) is one the
+    launcher accepts: CPU mode with the KV-cache budget the reconciler sized."""
+    golden = Path(__file__).parents[2] / "reconciler" / "golden" / "qwen-cpu-vllm.json"
+    workload = json.loads(golden.read_text())["workload"][-1]
+    command = workload["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:3] == ["python", "-m", "runtime.vllm"]
+    extra = ["--work-dir", str(tmp_path), "--dry-run"]
+    assert main([*command[3:], *extra], env={}) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["device"] == "cpu"
+    assert plan["vllm_env"] == {"VLLM_CPU_KVCACHE_SPACE": "12"}
+    argv = plan["vllm_argv"]
+    assert argv[argv.index("--model") + 1] == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert argv[argv.index("--max-model-len") + 1] == "32768"
