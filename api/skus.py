@@ -1,4 +1,8 @@
-"""The GPU SKU catalog: instance types with their GPUs, from ``api/data/skus.yaml``.
+"""The SKU catalog: instance types with their GPUs, from ``api/data/skus.yaml``.
+
+A GPU SKU has ``gpu_count`` ≥ 1, ``gpu_memory_mib`` and ``gpu_model``. A CPU SKU (``is_cpu``)
+has ``gpu_count`` 0, no GPU memory, model or compute capability, and gives the node's ``vcpus``
+and ``memory_mib`` instead (CPU Workspaces are sized by node memory: ``api.cpu``).
 
 Lookup is case-insensitive (``standard_nc6s_v3`` finds ``Standard_NC6s_v3``). Admins add SKUs
 the catalog lacks through the defaults ConfigMap (``api.config``); ``SkuCatalog.merged`` returns
@@ -23,7 +27,9 @@ GIB = 2**30
 
 @dataclass(frozen=True)
 class GpuSku:
-    """One instance type. ``gpu_memory_mib`` is per GPU, nominal (see skus.yaml)."""
+    """One instance type. ``gpu_memory_mib`` is per GPU, nominal (see skus.yaml); a CPU SKU
+    (``gpu_count`` 0, ``gpu_memory_mib`` 0, ``gpu_model`` "none") gives ``vcpus`` and
+    ``memory_mib`` (the node's memory, as the cloud sizes it)."""
 
     name: str
     gpu_count: int
@@ -32,6 +38,18 @@ class GpuSku:
     cloud: str = "custom"
     compute_capability: str | None = None
     aliases: tuple[str, ...] = ()
+    vcpus: int | None = None
+    memory_mib: int | None = None
+
+    @property
+    def is_cpu(self) -> bool:
+        """A CPU-only instance type (no GPU)."""
+        return self.gpu_count == 0
+
+    @property
+    def memory_bytes(self) -> int:
+        """The node's memory (0 when the catalog does not give it)."""
+        return (self.memory_mib or 0) * MIB
 
     @property
     def gpu_memory_bytes(self) -> int:
@@ -50,7 +68,13 @@ class GpuSku:
         return major.isdigit() and int(major) >= 8
 
     def describe(self) -> str:
-        """``Standard_NC12s_v3 (2 x NVIDIA V100 16GB, 16 GiB each)``."""
+        """``Standard_NC12s_v3 (2 x NVIDIA V100 16GB, 16 GiB each)``, or for a CPU SKU
+        ``Standard_D8s_v5 (CPU only: 8 vCPUs, 32 GiB memory)``."""
+        if self.is_cpu:
+            return (
+                f"{self.name} (CPU only: {self.vcpus} vCPUs, "
+                f"{(self.memory_mib or 0) / 1024:g} GiB memory)"
+            )
         gib = self.gpu_memory_mib / 1024
         size = f"{gib:g} GiB"
         return f"{self.name} ({self.gpu_count} x {self.gpu_model}, {size} each)"
@@ -66,6 +90,8 @@ def sku_from_entry(entry: Mapping[str, Any], where: str = "sku") -> GpuSku:
         "gpu_model",
         "compute_capability",
         "aliases",
+        "vcpus",
+        "memory_mib",
     }
     unknown = set(entry) - allowed
     if unknown:
@@ -74,9 +100,12 @@ def sku_from_entry(entry: Mapping[str, Any], where: str = "sku") -> GpuSku:
     if not isinstance(name, str) or not name.strip():
         raise CatalogError(f"{where}: name must be a non-empty string, got {name!r}")
     count = entry.get("gpu_count")
+    if count == 0 and not isinstance(count, bool):
+        return _cpu_sku(entry, name.strip(), where)
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 64:
         raise CatalogError(
-            f"{where} {name}: gpu_count must be an integer from 1 to 64, got {count!r}"
+            f"{where} {name}: gpu_count must be an integer from 1 to 64, got {count!r} (or 0 "
+            "for a CPU SKU, with vcpus and memory_mib)"
         )
     mib = entry.get("gpu_memory_mib")
     if isinstance(mib, bool) or not isinstance(mib, int) or not 256 <= mib <= 4 * 1024 * 1024:
@@ -98,6 +127,55 @@ def sku_from_entry(entry: Mapping[str, Any], where: str = "sku") -> GpuSku:
         cloud=str(entry.get("cloud", "custom")),
         compute_capability=cc,
         aliases=tuple(aliases),
+        vcpus=_optional_int(entry, "vcpus", 1, 4096, where=where, name=name),
+        memory_mib=_optional_int(entry, "memory_mib", 512, MAX_MEMORY_MIB, where=where, name=name),
+    )
+
+
+MAX_MEMORY_MIB = 64 * 1024 * 1024
+GPU_KEYS = ("gpu_memory_mib", "gpu_model", "compute_capability")
+
+
+def _optional_int(
+    entry: Mapping[str, Any], key: str, low: int, high: int, *, where: str, name: str
+) -> int | None:
+    value = entry.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise CatalogError(
+            f"{where} {name}: {key} must be a whole number from {low} to {high}, got {value!r}"
+        )
+    return value
+
+
+def _cpu_sku(entry: Mapping[str, Any], name: str, where: str) -> GpuSku:
+    """A CPU SKU: gpu_count 0, vcpus and memory_mib, no GPU keys."""
+    gpu_keys = [k for k in GPU_KEYS if k in entry]
+    if gpu_keys:
+        raise CatalogError(
+            f"{where} {name}: gpu_count must be an integer from 1 to 64 for a GPU SKU; with "
+            f"gpu_count 0 (a CPU SKU) leave out {gpu_keys} and give vcpus and memory_mib"
+        )
+    vcpus = _optional_int(entry, "vcpus", 1, 4096, where=where, name=name)
+    memory = _optional_int(entry, "memory_mib", 512, MAX_MEMORY_MIB, where=where, name=name)
+    if vcpus is None or memory is None:
+        raise CatalogError(
+            f"{where} {name}: a CPU SKU (gpu_count 0) needs vcpus and memory_mib (the node's "
+            "memory sizes CPU Workspaces)"
+        )
+    aliases = entry.get("aliases", [])
+    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+        raise CatalogError(f"{where} {name}: aliases must be a list of strings")
+    return GpuSku(
+        name=name,
+        gpu_count=0,
+        gpu_memory_mib=0,
+        gpu_model="none",
+        cloud=str(entry.get("cloud", "custom")),
+        aliases=tuple(aliases),
+        vcpus=vcpus,
+        memory_mib=memory,
     )
 
 
@@ -119,6 +197,12 @@ class SkuCatalog:
 
     def names(self) -> list[str]:
         return [s.name for s in self._skus]
+
+    def gpu_names(self) -> list[str]:
+        return [s.name for s in self._skus if not s.is_cpu]
+
+    def cpu_names(self) -> list[str]:
+        return [s.name for s in self._skus if s.is_cpu]
 
     def __iter__(self) -> Iterator[GpuSku]:
         return iter(self._skus)

@@ -22,7 +22,7 @@ from typing import Any
 
 import jsonschema
 
-from api import names
+from api import cpu, names
 from api.config import DEFAULT_CONFIG, AdminConfig
 from api.errors import QuantityError, StrengthError, WorkspaceParseError
 from api.presets import Preset, PresetCatalog, load_presets
@@ -756,6 +756,8 @@ def _resource_rules(
                     name,
                 )
             )
+        elif sku is not None and preset is not None and check_fit and sku.is_cpu:
+            out += _cpu_rules(ws, preset, sku, ctx)
         elif sku is not None and preset is not None and not nodes and check_fit:
             out += _fit_rules(ws, preset, sku, ctx)
 
@@ -795,6 +797,24 @@ def _resource_rules(
             )
         )
     return out
+
+
+def _cpu_rules(
+    ws: Workspace, preset: Preset, sku: GpuSku, ctx: ValidationContext
+) -> list[FieldError]:
+    """A preset on a CPU SKU (``api.cpu``): CPU-capable, runtime and node memory."""
+    return [
+        FieldError(p.field, p.message, p.fix, p.reason, p.value)
+        for p in cpu.cpu_sku_problems(
+            ws,
+            preset,
+            sku,
+            presets=ctx.presets,
+            skus=ctx.skus,
+            default_runtime=ctx.config.default_runtime,
+            allowed=ctx.config.allowed_instance_types,
+        )
+    ]
 
 
 def _fit_rules(
@@ -881,13 +901,14 @@ def _node_rules(ws: Workspace, ctx: ValidationContext, only: set[str] | None) ->
                     name,
                 )
             )
-        if facts.gpu_allocatable <= 0:
+        if facts.gpu_allocatable <= 0 and not cpu.serves_on_cpu(ws, ctx.presets, ctx.skus):
             out.append(
                 FieldError(
                     where,
                     f"node {name} reports no {GPU_RESOURCE} in status.allocatable",
                     "install the GPU device plugin on the node so that its allocatable "
-                    f"{GPU_RESOURCE} is above zero, or choose another node",
+                    f"{GPU_RESOURCE} is above zero, or choose another node (a CPU-capable "
+                    "preset runs on CPU nodes when resource.instanceType names their CPU SKU)",
                     "nodes.gpu",
                     name,
                 )

@@ -65,6 +65,9 @@ class ServeArgs:
     headless_service: str | None = None
     leader_address: str | None = None
     """DNS name of the rank-0 Pod (multi-node only)."""
+    cpu_kv_cache_gib: int | None = None
+    """Set on a CPU instance type (``api.cpu``): the runtimes run on CPU (``--device cpu``);
+    the vLLM launcher gets this KV-cache budget (``--cpu-kv-cache-gib``)."""
 
 
 def _adapters(args: ServeArgs) -> list[str]:
@@ -92,6 +95,8 @@ def transformers_command(args: ServeArgs) -> list[str]:
         "--port",
         str(args.port),
     ]
+    if args.cpu_kv_cache_gib is not None:
+        out += ["--device", "cpu"]
     if args.dtype:
         out += ["--dtype", args.dtype]
     if args.max_model_len:
@@ -120,6 +125,8 @@ def vllm_command(args: ServeArgs) -> list[str]:
     ]
     if args.model_dir:
         out += ["--model-dir", args.model_dir]
+    if args.cpu_kv_cache_gib is not None:
+        out += ["--device", "cpu", "--cpu-kv-cache-gib", str(args.cpu_kv_cache_gib)]
     if args.nodes > 1:
         out += ["--node-count", str(args.nodes)]
         if args.headless_service:

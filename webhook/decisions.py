@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from api.config import AdminConfig
+from api.cpu import CpuFit, cpu_preset_on_gpu_warning, estimate_cpu
 from api.defaults import default
 from api.names import dns1123_subdomain
+from api.presets import Preset
 from api.sizing import Fit, estimate, shape_of_sku
 from api.skus import GpuSku
 from api.validation import (
@@ -106,7 +108,9 @@ def _warnings(obj: dict[str, Any], ctx: ValidationContext) -> tuple[str, ...]:
             f"{CUDA13_MIN[0]}.{CUDA13_MIN[1]} or more: set {key} in the kaito-config ConfigMap "
             "to an image built for CUDA 12"
         )
-    if sku is not None and not ws.resource.preferred_nodes:
+    if sku is not None:
+        out += cpu_warnings(preset, sku, ctx)
+    if sku is not None and not ws.resource.preferred_nodes and not sku.is_cpu:
         fit = estimate(
             preset,
             shape_of_sku(sku),
@@ -120,6 +124,25 @@ def _warnings(obj: dict[str, Any], ctx: ValidationContext) -> tuple[str, ...]:
                 "instance type for the full context"
             )
     return tuple(out)
+
+
+def cpu_warnings(preset: Preset, sku: GpuSku, ctx: ValidationContext) -> list[str]:
+    """CPU Workspaces (``api.cpu``): a CPU-capable preset on a GPU SKU runs on the GPU; on a
+    CPU SKU, a context cut short by the node's memory."""
+    if not sku.is_cpu:
+        warning = cpu_preset_on_gpu_warning(
+            preset, sku, ctx.skus, ctx.config.allowed_instance_types
+        )
+        return [warning] if warning else []
+    fit = estimate_cpu(preset, sku)
+    if isinstance(fit, CpuFit) and fit.max_model_len < preset.context_length:
+        return [
+            f"{preset.name} will serve at most {fit.max_model_len} tokens of context on "
+            f"{sku.name} (the model allows {preset.context_length}; the KV cache gets "
+            f"{fit.kv_cache_gib} GiB of the node's memory); choose a CPU instance type with "
+            "more memory for the full context"
+        ]
+    return []
 
 
 def validate(request: AdmissionRequest, ctx: ValidationContext) -> Decision:

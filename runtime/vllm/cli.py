@@ -26,6 +26,7 @@ from runtime.adapters import (
     parse_adapter_args,
     resolve_adapters,
 )
+from runtime.vllm.cpu_kernels import check_cpu_head_dim, model_dir_head_dim
 from runtime.vllm.errors import HardwareError, LauncherError, PresetError, SettingsError
 from runtime.vllm.inputs import MIB, AdminDefaults, CpuHardware, Hardware, PresetLike, PresetSpec
 from runtime.vllm.loras import check_names, prepare_loras
@@ -188,6 +189,16 @@ def cap_to_model(defaults: AdminDefaults, model_dir: Path, context: int) -> Admi
     return replace(defaults, max_model_len=cap, min_model_len=min(defaults.min_model_len, cap))
 
 
+def check_cpu_model(preset: PresetLike, model_dir: Path | None) -> None:
+    """CPU mode: the served model's head size (the model folder's config.json when given,
+    else the preset's) must have a vLLM-CPU attention kernel (``runtime.vllm.cpu_kernels``)."""
+    head_dim = model_dir_head_dim(model_dir) if model_dir is not None else None
+    if head_dim is not None:
+        check_cpu_head_dim(head_dim, f"the model in {model_dir}")
+    else:
+        check_cpu_head_dim(preset.head_dim, f"preset {preset.name}")
+
+
 def make_plan(settings: LauncherSettings) -> LaunchPlan:
     """Everything before starting processes: checks, adapters (LoRA folders or merged weights)
     and chat template on disk, plan. Workers prepare the adapters too: vLLM's Ray workers read
@@ -211,6 +222,8 @@ def make_plan(settings: LauncherSettings) -> LaunchPlan:
         check_names(list(strengths), served, settings.base_alias)
     specs = resolve_adapters(strengths, settings.adapter_root)
     defaults = settings.defaults
+    if isinstance(hardware, CpuHardware):
+        check_cpu_model(preset, settings.model_dir)
     if isinstance(hardware, CpuHardware) and settings.model_dir is not None:
         defaults = cap_to_model(defaults, settings.model_dir, preset.context_length)
     request = LaunchRequest(

@@ -120,6 +120,12 @@ CASES: list[Case] = [
         "resource.instanceType: is too small for mistral-7b with the vllm runtime",
     ),
     Case(
+        "gpu-preset-on-cpu-sku",
+        _set("resource.instanceType", "Standard_D8s_v5"),
+        "resource.instanceType: is a CPU-only instance type (Standard_D8s_v5 (CPU only: 8 "
+        "vCPUs, 32 GiB memory)) and preset falcon-7b needs GPUs",
+    ),
+    Case(
         "falcon-40b-on-two-v100",
         _all(_set("inference.preset.name", "falcon-40b"), _del("inference.adapters")),
         "resource.instanceType: is too small for falcon-40b",

@@ -30,6 +30,7 @@ def test_every_key() -> None:
             "defaultAdapterStrength": "0.5",
             "vllmImage": "registry.example.com/kaito/vllm:0.33",
             "transformersImage": "registry.example.com/kaito/tfs:1",
+            "vllmCpuImage": "registry.example.com/kaito/vllm-cpu:0.32",
         },
         presets=load_presets(),
         skus=load_skus(),
@@ -51,9 +52,11 @@ def test_every_key() -> None:
     assert cfg.max_adapters == 3
     assert cfg.default_adapter_strength == "0.5"
     assert cfg.runtime_images[Runtime.VLLM].endswith("vllm:0.33")
+    assert cfg.vllm_cpu_image == "registry.example.com/kaito/vllm-cpu:0.32"
     assert set(CONFIG_KEYS) == {
         "defaultRuntime", "defaultInstanceType", "allowedInstanceTypes", "allowedPresets",
         "extraSKUs", "maxAdapters", "defaultAdapterStrength", "vllmImage", "transformersImage",
+        "vllmCpuImage",
     }  # fmt: skip
 
 

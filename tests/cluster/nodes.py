@@ -69,6 +69,27 @@ def fake_gpu_node(
     }
 
 
+def fake_cpu_node(
+    name: str,
+    instance_type: str,
+    *,
+    cpu: str,
+    memory: str,
+    labels: dict[str, str] | None = None,
+    taints: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    """A CPU-only Node manifest (no GPU labels, no ``nvidia.com/gpu``), managed by KWOK."""
+    node = fake_gpu_node(
+        name, instance_type, gpus=0, labels=labels, taints=taints, cpu=cpu, memory=memory
+    )
+    node_labels = node["metadata"]["labels"]
+    for key in (LABEL_GPU_PRODUCT, LABEL_GPU_COUNT, LABEL_GPU_MEMORY):
+        node_labels.pop(key, None)
+    for field in ("capacity", "allocatable"):
+        node["status"][field].pop(GPU_RESOURCE, None)
+    return node
+
+
 def create_fake_gpu_node(
     cp: ControlPlane, name: str, instance_type: str, **kw: Any
 ) -> dict[str, Any]:

@@ -49,3 +49,20 @@ def test_the_environment_is_found_by_the_locks_hash_or_the_override(
     assert vllm_cpu.ensure(log=False) == folder / "bin" / "python"  # complete: reused as is
     monkeypatch.setenv(vllm_cpu.PYTHON_ENV, "/opt/other/python")
     assert vllm_cpu.python_path() == Path("/opt/other/python")
+
+
+def test_a_cpu_workspace_runs_locally_on_cpu_and_names_the_clusters_cpu_command() -> None:
+    """A CPU Workspace (a CPU-capable preset on a CPU instance type) is sized on its instance
+    type; the local command runs on the CPU, and the cluster's is vLLM's CPU mode."""
+    from tests.reconciler import examples
+
+    options = LocalOptions(model="/models/tiny", adapter_root="/tmp/x/adapter", port=5005)
+    plan = plan_of(examples.CPU_VLLM, options)
+    assert plan.shape == "instance type Standard_D8s_v5 (CPU only: 8 vCPUs, 32 GiB memory)"
+    assert plan.argv[plan.argv.index("--device") + 1] == "cpu"
+    assert plan.cluster_command is not None
+    cluster = plan.cluster_command
+    assert cluster[cluster.index("--cpu-kv-cache-gib") + 1] == "12"
+    local = with_vllm_cpu(plan, options, python="/venv/bin/python", vllm_port=6006, work_dir="/w")
+    assert local.argv.count("--device") == 1
+    assert local.argv[local.argv.index("--device") + 1] == "cpu"

@@ -143,6 +143,40 @@ SEEDS = {
     "falcon-transformers": SEED_TRANSFORMERS,
     "falcon-adapters": SEED_ADAPTERS,
 }
+# CPU Workspaces (api.cpu): a CPU-capable preset on a CPU instance type; vLLM by default.
+CPU_VLLM = """
+apiVersion: kaito.sh/v1alpha1
+kind: Workspace
+metadata:
+  name: workspace-qwen-cpu
+resource:
+  instanceType: "Standard_D8s_v5"
+  labelSelector:
+    matchLabels:
+      apps: qwen-cpu
+inference:
+  preset:
+    name: "qwen2.5-0.5b-instruct"
+"""
+
+CPU_TRANSFORMERS = """
+apiVersion: kaito.sh/v1alpha1
+kind: Workspace
+metadata:
+  name: workspace-smollm-cpu
+  annotations:
+    kaito.sh/runtime: "transformers"
+resource:
+  count: 2
+  instanceType: "m7i.2xlarge"
+  labelSelector:
+    matchLabels:
+      apps: smollm-cpu
+inference:
+  preset:
+    name: "smollm2-360m-instruct"
+"""
+
 ALL = {
     **SEEDS,
     "llama-multinode": MULTI_NODE,
@@ -151,6 +185,8 @@ ALL = {
     "phi3-surge": SURGE,
     "falcon-private-transformers": PRIVATE_TRANSFORMERS,
     "falcon-private-vllm": PRIVATE_VLLM,
+    "qwen-cpu-vllm": CPU_VLLM,
+    "smollm-cpu-transformers": CPU_TRANSFORMERS,
 }
 
 

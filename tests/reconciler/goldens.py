@@ -29,6 +29,7 @@ GOLDEN = Path(__file__).parent / "golden"
 IMAGES = Images(
     vllm="registry.example.com/kaito/vllm:1.0",
     transformers="registry.example.com/kaito/transformers:1.0",
+    vllm_cpu="registry.example.com/kaito/vllm-cpu:1.0",
 )
 
 
@@ -46,6 +47,8 @@ def workspace(name: str) -> Workspace:
 
 def _needs_view(needs: Any) -> dict[str, Any]:
     view = {k: v for k, v in dataclasses.asdict(needs).items() if k not in ("preset",)}
+    if view.get("cpu") is None:
+        view.pop("cpu", None)  # GPU Workspaces: as before CPU Workspaces existed
     view["preset"] = needs.preset.name if needs.preset else None
     return view
 

@@ -1,4 +1,5 @@
-"""A test-only cloud standing in for Karpenter: NodeClaims become KWOK fake GPU nodes.
+"""A test-only cloud standing in for Karpenter: NodeClaims become KWOK fake GPU nodes (CPU-only
+nodes for a CPU instance type).
 
 ``FakeCloud(cp)`` runs an asyncio loop in a thread. It watches ``karpenter.sh/v1`` NodeClaims
 (list then watch: no polling, so it adds no idle API load) and, for each new claim:
@@ -34,7 +35,7 @@ from api.skus import load_skus
 from reconciler.errors import ApiError, NotFoundError
 from reconciler.kube import Kube, load_kubeconfig
 from reconciler.resources import NODECLAIMS, NODES
-from tests.cluster.nodes import fake_gpu_node
+from tests.cluster.nodes import fake_cpu_node, fake_gpu_node
 
 if TYPE_CHECKING:
     from tests.cluster.harness import ControlPlane
@@ -72,18 +73,29 @@ def node_for_claim(claim: dict[str, Any]) -> dict[str, Any] | None:
             labels.setdefault(req["key"], req["values"][0])
     labels["karpenter.sh/registered"] = "true"
     labels["karpenter.sh/initialized"] = "true"
-    node = fake_gpu_node(
-        meta["name"],
-        sku.name,
-        gpus=sku.gpu_count,
-        gpu_product=sku.gpu_model.replace(" ", "-"),
-        gpu_memory_mib=sku.gpu_memory_mib,
-        labels=labels,
-        taints=[
-            {k: v for k, v in t.items() if k in ("key", "value", "effect")}
-            for t in claim["spec"].get("taints") or []
-        ],
-    )
+    taints = [
+        {k: v for k, v in t.items() if k in ("key", "value", "effect")}
+        for t in claim["spec"].get("taints") or []
+    ]
+    if sku.is_cpu:
+        node = fake_cpu_node(
+            meta["name"],
+            sku.name,
+            cpu=str(sku.vcpus),
+            memory=f"{sku.memory_mib}Mi",
+            labels=labels,
+            taints=taints,
+        )
+    else:
+        node = fake_gpu_node(
+            meta["name"],
+            sku.name,
+            gpus=sku.gpu_count,
+            gpu_product=sku.gpu_model.replace(" ", "-"),
+            gpu_memory_mib=sku.gpu_memory_mib,
+            labels=labels,
+            taints=taints,
+        )
     node["spec"]["providerID"] = f"kwok://{meta['name']}"
     node["metadata"]["ownerReferences"] = [
         {

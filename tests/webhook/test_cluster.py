@@ -382,3 +382,32 @@ def test_a_template_the_apiserver_refuses_is_refused_at_admission(
     assert out.returncode == 0, out.stderr
     assert cp.kubectl("get", "deployments", "-n", namespace, "-o", "name").stdout == ""
     _delete(cp, namespace, "workspace-custom")
+
+
+def test_cpu_workspaces_through_kubectl(
+    live: RunningWebhook, control_plane: ControlPlane, namespace: str
+) -> None:
+    """A CPU preset on a CPU SKU is admitted quietly; on a GPU SKU it is admitted with a
+    warning that kubectl prints; a GPU-only preset on a CPU SKU is refused (api.cpu)."""
+    cp = control_plane
+    cpu = seed.FALCON_7B.replace('"falcon-7b"', '"qwen2.5-0.5b-instruct"')
+    assert cpu != seed.FALCON_7B
+    out = apply(cp, cpu.replace("Standard_NC6s_v3", "Standard_D8s_v5"), namespace)
+    assert out.returncode == 0, out.stderr
+    assert "Warning" not in out.stderr
+    assert _get(cp, namespace)["metadata"]["annotations"]["kaito.sh/runtime"] == "vllm"
+    _delete(cp, namespace)
+
+    out = apply(cp, cpu, namespace)  # on Standard_NC6s_v3
+    assert out.returncode == 0, out.stderr
+    assert "Warning: qwen2.5-0.5b-instruct is a CPU-capable preset on GPU instance type " in (
+        out.stderr
+    )
+    assert "set resource.instanceType to a CPU SKU, e.g. Standard_D4s_v5" in out.stderr
+    _delete(cp, namespace)
+
+    out = apply(cp, seed.FALCON_7B.replace("Standard_NC6s_v3", "r7i.xlarge"), namespace)
+    assert out.returncode != 0
+    assert DENIED in out.stderr
+    assert "resource.instanceType: is a CPU-only instance type (r7i.xlarge" in out.stderr
+    assert "fix: use a CPU-capable preset on it (qwen2.5-0.5b-instruct" in out.stderr

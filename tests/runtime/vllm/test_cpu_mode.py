@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from runtime.vllm.cli import cap_to_model, cpu_has_bfloat16, detect_device, main
+from runtime.vllm.cli import cap_to_model, check_cpu_model, cpu_has_bfloat16, detect_device, main
+from runtime.vllm.cpu_kernels import CPU_HEAD_SIZES, config_head_dim, cpu_head_dim_problem
 from runtime.vllm.errors import HardwareError, ModelDoesNotFitError
 from runtime.vllm.inputs import AdminDefaults, CpuHardware, Hardware, PresetSpec
 from runtime.vllm.plan import LaunchPlan, LaunchRequest, build_plan
@@ -17,20 +18,24 @@ from runtime.vllm.processes import vllm_command
 from runtime.vllm.settings import parse_settings
 from runtime.vllm.sizing import plan_cpu_sizing
 from tests.runtime.vllm.conftest import tiny_preset
-from tests.support.tiny_model import build_tiny_llama
+from tests.support.tiny_model import VLLM_SPEC, build_tiny_llama
 
 GPU = (1, 80 * 2**30, (8, 0))
 
 
-def _dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> dict[str, Any]:
-    model = build_tiny_llama()
+def _argv(tmp_path: Path, model: Path, *extra: str) -> list[str]:
     preset = tmp_path / "preset.json"
     preset.write_text(json.dumps(tiny_preset(model)))
-    argv = [
+    return [
         "--preset-file", str(preset), "--model-dir", str(model), "--work-dir", str(tmp_path),
         "--termination-log", str(tmp_path / "termination-log"), "--dry-run", *extra,
     ]  # fmt: skip
-    code = main(argv, env={})
+
+
+def _dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> dict[str, Any]:
+    # VLLM_SPEC: head_dim 32, which vLLM-CPU has a kernel for (TEST_SPEC's 16 is refused).
+    model = build_tiny_llama(VLLM_SPEC)
+    code = main(_argv(tmp_path, model, *extra), env={})
     out, err = capsys.readouterr()
     assert code == 0, err
     plan: dict[str, Any] = json.loads(out)
@@ -45,7 +50,7 @@ def test_the_cpu_plan_starts_vllms_module_with_the_kv_cache_budget(
     assert plan["vllm_env"] == {"VLLM_CPU_KVCACHE_SPACE": "2"}
     argv = plan["vllm_argv"]
     assert argv[:5] == ["python", "-m", "vllm.entrypoints.openai.api_server", "--model",
-                        str(build_tiny_llama())]  # fmt: skip
+                        str(build_tiny_llama(VLLM_SPEC))]  # fmt: skip
     for flag in ("--gpu-memory-utilization", "--tensor-parallel-size", "--revision"):
         assert flag not in argv
     assert argv[argv.index("--max-model-len") + 1] == "512"  # the whole context fits
@@ -137,3 +142,67 @@ def test_vllm_runs_in_this_interpreter_with_the_plans_environment() -> None:
     argv, env = vllm_command(plan)
     assert argv[:3] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "3"
+
+
+def test_head_sizes_without_a_vllm_cpu_kernel_are_named_with_the_supported_ones() -> None:
+    assert cpu_head_dim_problem(64, "preset p") is None
+    assert all(cpu_head_dim_problem(h, "m") is None for h in CPU_HEAD_SIZES)
+    problem = cpu_head_dim_problem(16, "preset p")
+    assert problem is not None
+    assert "preset p has head_dim 16" in problem
+    assert "32, 64, 80, 96, 112, 128" in problem
+    assert "kaito.sh/runtime: transformers" in problem
+    assert cpu_head_dim_problem(48, "m") is not None
+
+
+def test_the_head_size_comes_from_head_dim_else_hidden_over_heads() -> None:
+    assert config_head_dim({"head_dim": 128, "hidden_size": 64, "num_attention_heads": 4}) == 128
+    assert config_head_dim({"hidden_size": 64, "num_attention_heads": 4}) == 16
+    assert config_head_dim({"hidden_size": 65, "num_attention_heads": 4}) is None
+    assert config_head_dim({}) is None
+
+
+def test_the_model_folders_head_size_wins_over_the_presets(tmp_path: Path) -> None:
+    preset = PresetSpec.from_mapping(tiny_preset(build_tiny_llama(VLLM_SPEC)))
+    check_cpu_model(preset, None)  # head_dim 32: fine
+    check_cpu_model(preset, build_tiny_llama(VLLM_SPEC))
+    with pytest.raises(HardwareError, match="head_dim 16"):
+        check_cpu_model(preset, build_tiny_llama())
+    with pytest.raises(HardwareError, match="preset tiny-llama has head_dim 16"):
+        check_cpu_model(PresetSpec.from_mapping(tiny_preset(build_tiny_llama())), None)
+
+
+def test_a_head_size_vllm_cpu_lacks_exits_3_at_plan_time_with_the_termination_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = build_tiny_llama()  # TEST_SPEC: head_dim 16
+    code = main(_argv(tmp_path, model, "--device", "cpu"), env={})
+    out, err = capsys.readouterr()
+    assert code == 3
+    assert out == ""  # no plan printed
+    message = (tmp_path / "termination-log").read_text()
+    assert "has head_dim 16" in message
+    assert "32, 64, 80" in message
+    assert message.strip() in err
+    # The GPU path is not checked (GPU vLLM has kernels for head_dim 16).
+    gpu = ["--gpus", "1", "--gpu-memory-mib", "2048", "--compute-capability", "8.0"]
+    assert main(_argv(tmp_path, model, *gpu), env={}) == 0
+
+
+def test_the_reconcilers_cpu_workspace_command_plans_on_cpu(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command rendered for a CPU Workspace (the reconciler's golden file) is one the
+    launcher accepts: CPU mode with the KV-cache budget the reconciler sized."""
+    golden = Path(__file__).parents[2] / "reconciler" / "golden" / "qwen-cpu-vllm.json"
+    workload = json.loads(golden.read_text())["workload"][-1]
+    command = workload["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:3] == ["python", "-m", "runtime.vllm"]
+    extra = ["--work-dir", str(tmp_path), "--dry-run"]
+    assert main([*command[3:], *extra], env={}) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["device"] == "cpu"
+    assert plan["vllm_env"] == {"VLLM_CPU_KVCACHE_SPACE": "12"}
+    argv = plan["vllm_argv"]
+    assert argv[argv.index("--model") + 1] == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert argv[argv.index("--max-model-len") + 1] == "32768"
