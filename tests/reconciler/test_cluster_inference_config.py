@@ -16,8 +16,8 @@ from tests.reconciler.helpers import (
     get,
     wait_condition,
     wait_ready,
-    wait_until,
 )
+from tests.support.fake_cloud import wait_until
 
 HASH = "kaito.sh/inference-config-hash"
 
