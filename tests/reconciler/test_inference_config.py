@@ -24,6 +24,8 @@ from reconciler.inference_config import (
 )
 from reconciler.needs import Needs, compute_needs
 from reconciler.workload import render
+from runtime.server.settings import parse_settings as server_settings
+from runtime.vllm.settings import parse_settings as launcher_settings
 from tests.reconciler.goldens import IMAGES, workspace
 
 
@@ -129,3 +131,59 @@ def test_a_configmap_change_wakes_the_workspaces_that_name_it() -> None:
     }
     # The admin ConfigMap still wakes every Workspace.
     assert len(keys_for("ConfigMap", None, cm, workspaces)) == 5
+
+
+FULL = (
+    "vllm:\n  max-model-len: 2048\n  gpu-memory-utilization: 0.85\n  max-lora-rank: 128\n"
+    "  max-loras: 2\n  max-num-seqs: 8\n  max-num-batched-tokens: 4096\n  cpu-offload-gb: 0\n"
+    "  enable-prefix-caching: false\n  enforce-eager: true\n  swap-space: 4\n"
+    "transformers:\n  max-model-len: 1024\n  max-num-seqs: 16\n  max-queued-requests: 10\n"
+    "  max-prefill-tokens: 2048\n  max-n: 4\n  max-request-bytes: 65536\n  retry-after: 2\n"
+    "  threads: 2\n  seed: 7\n"
+)
+
+
+def test_every_key_reaches_the_runtimes_command_line_parsers() -> None:
+    """The rendered commands parse with the runtimes' own parsers and carry every value
+    (catches a renamed flag of either runtime)."""
+    vllm_ws = _with_config(workspace("falcon-vllm"))
+    config = judge(vllm_ws, _cm(FULL))
+    assert isinstance(config, InferenceConfig)
+    workload = apply(
+        render(vllm_ws, _needs(vllm_ws), nodes=["n1"], images=IMAGES)[-1], Runtime.VLLM, config
+    )
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    assert container["command"][:3] == ["python", "-m", "runtime.vllm"]
+    launcher = launcher_settings(container["command"][3:], {})
+    d = launcher.defaults
+    assert (d.max_model_len, d.gpu_memory_utilization, d.max_lora_rank, d.max_loras) == (
+        2048, 0.85, 128, 2,
+    )  # fmt: skip
+    assert d.extra_args == (
+        "--max-num-seqs=8",
+        "--max-num-batched-tokens=4096",
+        "--cpu-offload-gb=0",
+        "--no-enable-prefix-caching",
+        "--enforce-eager",
+    )
+
+    tf_ws = _with_config(workspace("falcon-transformers"))
+    workload = apply(
+        render(tf_ws, _needs(tf_ws), nodes=["n1"], images=IMAGES)[-1],
+        Runtime.TRANSFORMERS,
+        config,
+    )
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    assert container["command"][:3] == ["python", "-m", "runtime.server"]
+    settings, _ = server_settings(container["command"][3:])
+    assert (
+        settings.max_model_len,
+        settings.max_num_seqs,
+        settings.max_queued_requests,
+        settings.max_prefill_tokens,
+        settings.max_n,
+        settings.max_request_bytes,
+        settings.retry_after,
+        settings.threads,
+        settings.seed,
+    ) == (1024, 16, 10, 2048, 4, 65536, 2, 2, 7)
