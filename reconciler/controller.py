@@ -1,7 +1,8 @@
 """The loop: caches, the work queue, workers, the resync, and leadership.
 
 * Informers keep slim caches of Workspaces and what we own (Deployments, StatefulSets,
-  Services, Pods: by the ``kaito.sh/workspace`` label; NodeClaims; Nodes; the admin ConfigMap).
+  Services, Pods: by the ``kaito.sh/workspace`` label; NodeClaims; Nodes; the admin ConfigMap;
+  every ConfigMap, projected to its ``inference_config.yaml`` key, for ``inference.config``).
   Every replica keeps them warm, so a new leader starts at once.
 * A change to any of them wakes the affected Workspace (``keys_for``); every full relist of
   Workspaces enqueues all of them (the safety net).
