@@ -108,6 +108,20 @@ def test_vllm_settings_roll_out_and_a_broken_configmap_is_a_status_reason(
     apply(cp, namespace, _configmap("params", "vllm:\n  max-num-seqs: 8\n"))
     wait_ready(cp, namespace, name)
 
+    # inference.config removed: the flags and the annotation go, the Pods roll again.
+    cp.kubectl(
+        "patch", "workspace", name, "-n", namespace, "--type=json",
+        "-p", '[{"op": "remove", "path": "/inference/config"}]',
+    )  # fmt: skip
+
+    def plain() -> dict[str, Any] | None:
+        template = _template(cp, namespace, name)
+        return None if HASH in (template["metadata"].get("annotations") or {}) else template
+
+    command = _command(wait_until(plain, 60))
+    assert not any(a.startswith("--vllm-arg") for a in command)
+    wait_ready(cp, namespace, name)
+
 
 def test_transformers_settings_cap_the_sized_context(
     crds: ControlPlane, namespace: str, reconciler: ReconcilerProc
