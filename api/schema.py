@@ -18,6 +18,7 @@ from typing import Any
 
 from api.workspace import (
     DEFAULT_INSTANCE_TYPE,
+    INFERENCE_CONFIG_KEY,
     MAX_ADAPTERS_LIMIT,
     MODEL_ACCESS_SECRET_KEY,
     AccessMode,
@@ -210,6 +211,18 @@ _INFERENCE: dict[str, Any] = {
                 "A PodTemplateSpec for a custom inference workload, instead of a preset."
             ),
             "x-kubernetes-preserve-unknown-fields": True,
+        },
+        "config": {
+            "type": "string",
+            "description": (
+                "Name of a ConfigMap in the Workspace's namespace whose "
+                f"{INFERENCE_CONFIG_KEY} key holds the runtime settings (preset Workspaces): a "
+                "vllm: section (engine arguments such as max-model-len, gpu-memory-utilization, "
+                "max-lora-rank) and a transformers: section (max-model-len, max-num-seqs, ...). "
+                "Checked at admission and by the controller; a change rolls the Pods out. The "
+                "README lists every key."
+            ),
+            "maxLength": 253,
         },
         "adapters": {
             "type": "array",

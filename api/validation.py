@@ -326,6 +326,37 @@ def _secret_rules(secrets: Sequence[str], where: str) -> list[FieldError]:
     return out
 
 
+def _inference_config_rules(ws: Workspace) -> list[FieldError]:
+    """``inference.config``: a ConfigMap name, for preset Workspaces (its contents are judged by
+    ``api.inference_config`` once the webhook or the reconciler has read the ConfigMap)."""
+    name = ws.inference.config if ws.inference else None
+    if name is None:
+        return []
+    problem = names.dns1123_subdomain(name)
+    if problem:
+        return [
+            FieldError(
+                "inference.config",
+                f"is not a ConfigMap name: it {problem}",
+                "use the name of a ConfigMap in the Workspace's namespace",
+                "inferenceconfig.name",
+                name,
+            )
+        ]
+    if ws.inference is not None and ws.inference.template is not None:
+        return [
+            FieldError(
+                "inference.config",
+                "applies to preset Workspaces only; a template sets its container's arguments "
+                "itself",
+                "remove inference.config, or put the settings in inference.template's args",
+                "inferenceconfig.template",
+                name,
+            )
+        ]
+    return []
+
+
 def _preset_rules(ws: Workspace, ctx: ValidationContext, *, create: bool) -> list[FieldError]:
     spec = ws.inference.preset if ws.inference else None
     if spec is None:
@@ -961,6 +992,7 @@ def semantic_errors(
     if inference is not None and (create or inference.adapters != old_adapters):
         out += _adapter_rules(ws, ctx)  # unchanged adapters are not re-judged by new limits
     out += _runtime_rules(ws, preset)
+    out += _inference_config_rules(ws)
     out += _selector_rules(ws)
 
     check_fit = create or (

@@ -437,6 +437,8 @@ class InferenceSpec:
 
     preset: PresetSpec | None = None
     template: Mapping[str, Any] | None = None
+    config: str | None = None
+    """A ConfigMap in the Workspace's namespace holding ``inference_config.yaml``."""
     adapters: tuple[AdapterSpec, ...] = ()
 
     @classmethod
@@ -451,6 +453,7 @@ class InferenceSpec:
         return cls(
             preset=None if preset is None else PresetSpec.from_dict(preset, f"{path}.preset"),
             template=None if template is None else dict(template),
+            config=_str(obj.get("config"), f"{path}.config"),
             adapters=tuple(adapters),
         )
 
@@ -460,6 +463,7 @@ class InferenceSpec:
             out["preset"] = self.preset.to_dict()
         if self.template is not None:
             out["template"] = dict(self.template)
+        _put(out, "config", self.config)
         _put(out, "adapters", [a.to_dict() for a in self.adapters])
         return out
 

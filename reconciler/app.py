@@ -44,6 +44,7 @@ def build_controller(
                 nodeclaims=c.nodeclaims,
                 nodes=c.nodes,
                 config=c.config,
+                inference_configs=c.inference_configs,
             ),
             Options(
                 images=Images(vllm=settings.vllm_image, transformers=settings.transformers_image),

@@ -1,7 +1,8 @@
 """The loop: caches, the work queue, workers, the resync, and leadership.
 
 * Informers keep slim caches of Workspaces and what we own (Deployments, StatefulSets,
-  Services, Pods: by the ``kaito.sh/workspace`` label; NodeClaims; Nodes; the admin ConfigMap).
+  Services, Pods: by the ``kaito.sh/workspace`` label; NodeClaims; Nodes; the admin ConfigMap;
+  every ConfigMap, projected to its ``inference_config.yaml`` key, for ``inference.config``).
   Every replica keeps them warm, so a new leader starts at once.
 * A change to any of them wakes the affected Workspace (``keys_for``); every full relist of
   Workspaces enqueues all of them (the safety net).
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import ApiError, NotLeaderError
+from reconciler.inference_config import INFERENCE_CONFIG_KIND, project, referencing
 from reconciler.informer import Informer, Key
 from reconciler.labels import LABEL_INSTANCE_TYPE, LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
 from reconciler.observe import Obj
@@ -81,6 +83,8 @@ def keys_for(kind: str, old: Obj | None, new: Obj | None, workspaces: list[Obj])
                 keys.add((str(labels[LABEL_WORKSPACE_NAMESPACE]), str(labels[LABEL_WORKSPACE])))
         elif kind == "Node":
             keys |= _node_keys(meta, labels, workspaces)
+        elif kind == INFERENCE_CONFIG_KIND:
+            keys |= referencing(obj, workspaces)
         elif kind == "ConfigMap":
             for ws in workspaces:
                 wmeta = ws.get("metadata") or {}
@@ -145,13 +149,13 @@ class Controller:
         self.backoff: Backoff[Key] = Backoff(backoff_base_s, backoff_max_s)
         self._leading: Callable[[], bool] = lambda: True
 
-        def informer(resource: Any, **kw: Any) -> Informer:
-            kind = resource.kind
+        def informer(resource: Any, kind: str | None = None, **kw: Any) -> Informer:
+            what = kind or resource.kind
             return Informer(
                 kube,
                 resource,
                 relist_interval_s=relist_interval_s,
-                on_change=lambda old, new: self._on_change(kind, old, new),
+                on_change=lambda old, new: self._on_change(what, old, new),
                 on_list=lambda r: metrics.watch_restarts.labels(r).inc(),
                 **kw,
             )
@@ -165,6 +169,11 @@ class Controller:
         self.pods = informer(PODS, namespace=ns, label_selector=LABEL_WORKSPACE)
         self.nodeclaims = informer(NODECLAIMS, label_selector=claim_selector, optional=True)
         self.nodes = informer(NODES)
+        # inference.config: any ConfigMap may be named, unlabelled (as in KAITO), so the watch
+        # covers all of them; the cache keeps only their inference_config.yaml key.
+        self.inference_configs = informer(
+            CONFIGMAPS, kind=INFERENCE_CONFIG_KIND, namespace=ns, project=project
+        )
         self.config: Informer | None = None
         if config_ref is not None:
             self.config = informer(
@@ -183,6 +192,7 @@ class Controller:
                 self.pods,
                 self.nodeclaims,
                 self.nodes,
+                self.inference_configs,
                 self.config,
             )
             if i is not None

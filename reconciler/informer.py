@@ -49,6 +49,7 @@ class Informer:
         on_list: Callable[[str], None] | None = None,
         optional: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        project: Callable[[Obj], Obj] = slim,
     ) -> None:
         self.kube = kube
         self.resource = resource
@@ -62,6 +63,8 @@ class Informer:
         self.optional = optional
         """A missing resource type (e.g. no NodeClaim CRD) counts as empty, retried later."""
         self.clock = clock
+        self.project = project
+        """What the store keeps of an object (default: ``reconciler.observe.slim``)."""
         self.store: dict[Key, Obj] = {}
         self.synced = asyncio.Event()
 
@@ -75,7 +78,7 @@ class Informer:
 
     def put(self, obj: dict[str, Any]) -> None:
         """Write-through after one of our own writes, so the next reconcile sees it."""
-        self._upsert(slim(obj))
+        self._upsert(self.project(obj))
 
     def forget(self, namespace: str, name: str) -> None:
         old = self.store.pop((namespace if self.resource.namespaced else "", name), None)
@@ -126,7 +129,7 @@ class Informer:
                 self.namespace,
                 label_selector=self.label_selector,
                 field_selector=self.field_selector,
-                transform=slim,
+                transform=self.project,
             )
         except NotFoundError:
             if not self.optional:
@@ -162,4 +165,4 @@ class Informer:
                         if old is not None:
                             self.on_change(old, None)
                     else:
-                        self._upsert(slim(event.object))
+                        self._upsert(self.project(event.object))

@@ -31,9 +31,11 @@ from typing import TYPE_CHECKING, Any
 from api.config import DEFAULT_CONFIG, AdminConfig, parse_config
 from api.defaults import default
 from api.errors import ApiError as ApiPackageError
+from api.inference_config import InferenceConfig
 from api.presets import PresetCatalog
 from api.skus import SkuCatalog
 from api.workspace import Runtime, Workspace
+from reconciler import inference_config
 from reconciler.errors import ApiError, NotLeaderError
 from reconciler.labels import FINALIZER, LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
 from reconciler.needs import REASON_INVALID_SPEC, Needs, Unsatisfiable, compute_needs
@@ -280,6 +282,8 @@ class Caches:
     nodeclaims: Informer
     nodes: Informer
     config: Informer | None = None
+    inference_configs: Informer | None = None
+    """ConfigMaps named by ``inference.config`` (``reconciler.inference_config.project``)."""
 
 
 @dataclass
@@ -429,10 +433,19 @@ class Reconciler:
                 raise
         workload: Obj | None = None
         refusal: ApiError | None = None
-        if plan.ready:
+        settings = self._inference_config(ws)
+        if isinstance(settings, inference_config.Problem):
+            workload = self._observed_workload(ws, needs)  # left as it is
+        elif plan.ready:
             try:
                 workload = await self._apply_workload(
-                    ws=ws, ws_obj=ws_obj, needs=needs, plan=plan, nodes=nodes, config=config
+                    ws=ws,
+                    ws_obj=ws_obj,
+                    needs=needs,
+                    plan=plan,
+                    nodes=nodes,
+                    config=config,
+                    settings=settings,
                 )
             except ApiError as exc:
                 if not refused(exc):
@@ -451,6 +464,8 @@ class Reconciler:
             endpoint=f"http://{service_host(ws)}:80",
             model_access_secret=model_access_secret(ws),
         )
+        if isinstance(settings, inference_config.Problem):
+            inference = Cond(False, settings.reason, settings.message)
         if refusal is not None:
             inference = Cond(
                 False,
@@ -466,6 +481,15 @@ class Reconciler:
         if resource.ok and inference.ok:
             return None
         return self.options.pending_requeue_s
+
+    def _inference_config(self, ws: Workspace) -> InferenceConfig | inference_config.Problem | None:
+        """The Workspace's ``inference.config`` settings, judged again on every reconcile."""
+        name = inference_config.config_name(ws)
+        if name is None:
+            return None
+        cache = self.caches.inference_configs
+        cm = None if cache is None else cache.get(ws.namespace, name)
+        return inference_config.judge(ws, cm)
 
     def _observed_workload(self, ws: Workspace, needs: Needs) -> Obj | None:
         cache = self.caches.statefulsets if needs.multi_node else self.caches.deployments
@@ -538,6 +562,7 @@ class Reconciler:
         plan: NodePlan,
         nodes: Mapping[str, Obj],
         config: AdminConfig,
+        settings: InferenceConfig | None = None,
     ) -> Obj | None:
         kind_cache = self.caches.statefulsets if needs.multi_node else self.caches.deployments
         observed = kind_cache.get(ws.namespace, ws.name)
@@ -557,6 +582,8 @@ class Reconciler:
             strategy=strategy,
             default_strength=config.default_adapter_strength,
         )
+        if settings is not None:
+            draft[-1] = inference_config.apply(draft[-1], needs.runtime, settings)
         workload_obj = draft[-1]
         events: list[EventSpec] = []
         template_changed = observed is not None and not is_subset(
@@ -572,6 +599,8 @@ class Reconciler:
                 strategy=strategy,
                 default_strength=config.default_adapter_strength,
             )
+            if settings is not None:
+                draft[-1] = inference_config.apply(draft[-1], needs.runtime, settings)
             workload_obj = draft[-1]
         if template_changed:
             how = (

@@ -61,6 +61,8 @@ WARNING_REASONS = {
     REASON_UNSCHEDULABLE,
     REASON_INSUFFICIENT_GPU,
     REASON_WORKLOAD_REFUSED,
+    "InferenceConfigMissing",
+    "InferenceConfigInvalid",
     "NodeClaimRefused",
     "NoFit",
     "UnknownPreset",

@@ -98,9 +98,32 @@ async def _decide(deps: Deps, endpoint: str, req: AdmissionRequest) -> decisions
             )
             return decisions.Decision(allowed=False, errors=(error,))
     decision = decisions.validate(req, ctx)
+    configmap = decisions.inference_config_to_read(req)
+    if configmap is not None and deps.kube is not None:
+        decision = await _check_inference_config(deps, req, decision, configmap)
     if decision.allowed and deps.kube is not None and deps.settings.template_dry_run:
         decision = await _dry_run(deps, req, decision)
     return decision
+
+
+async def _check_inference_config(
+    deps: Deps, req: AdmissionRequest, decision: decisions.Decision, configmap: str
+) -> decisions.Decision:
+    """Read the ``inference.config`` ConfigMap and judge it. A failed read (API down, RBAC)
+    admits with a warning rather than blocking every Workspace write: the controller reads the
+    ConfigMap again and reports a problem as a status reason without touching the workload."""
+    assert deps.kube is not None
+    try:
+        found = await deps.kube.get_configmap(
+            req.namespace, configmap, deps.settings.node_lookup_timeout_seconds
+        )
+    except KubeError as exc:
+        warning = (
+            f"inference.config: ConfigMap {configmap} could not be read ({exc}); the controller "
+            "checks it and reports problems in the Workspace's status"
+        )
+        return replace(decision, warnings=(*decision.warnings, warning))
+    return decisions.with_inference_config(decision, configmap, None if found is None else found[1])
 
 
 async def _dry_run(

@@ -8,9 +8,10 @@ the ``Decision`` onto an AdmissionReview response.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from api import inference_config
 from api.config import AdminConfig
 from api.cpu import CpuFit, cpu_preset_on_gpu_warning, estimate_cpu
 from api.defaults import default
@@ -78,6 +79,46 @@ def nodes_to_look_up(request: AdmissionRequest) -> list[str]:
         before = set(preferred_node_names(request.old_object))
         names = [n for n in names if n not in before]
     return names
+
+
+def inference_config_to_read(request: AdmissionRequest) -> str | None:
+    """The ``inference.config`` ConfigMap the webhook must read: on create, and on an update
+    that sets or renames it (an unchanged reference is not re-judged on every update, so the
+    controller's own writes, e.g. its finalizer, never depend on the ConfigMap; the controller
+    re-checks it and reports problems in status). None for names the syntax rule refuses."""
+    if not request.is_workspace or request.operation not in ("CREATE", "UPDATE"):
+        return None
+
+    def name_of(obj: Any) -> str | None:
+        inference = obj.get("inference") if isinstance(obj, dict) else None
+        value = inference.get("config") if isinstance(inference, dict) else None
+        template = inference.get("template") if isinstance(inference, dict) else None
+        return value if isinstance(value, str) and template is None else None
+
+    name = name_of(request.object)
+    if name is None or dns1123_subdomain(name) is not None:
+        return None
+    if request.operation == "UPDATE" and name_of(request.old_object) == name:
+        return None
+    return name
+
+
+def with_inference_config(
+    decision: Decision, configmap: str, data: dict[str, Any] | None
+) -> Decision:
+    """``decision`` plus the problems of the ConfigMap's ``inference_config.yaml`` (``data``:
+    the ConfigMap's data, None when it does not exist), and warnings for keys we ignore."""
+    config, errors = inference_config.parse(configmap, data)
+    if errors:
+        return Decision(allowed=False, errors=(*decision.errors, *errors))
+    ignored = config.ignored() if config is not None else []
+    if not ignored or not decision.allowed:
+        return decision
+    warning = (
+        f"inference.config: ConfigMap {configmap} sets {', '.join(ignored)}, which have no "
+        "effect here (KAITO compatibility); you may delete them"
+    )
+    return replace(decision, warnings=(*decision.warnings, warning))
 
 
 # The default runtime images use PyPI's torch for CUDA 13, which dropped Volta (V100, 7.0).

@@ -1,5 +1,6 @@
-"""The webhook's only Kubernetes I/O: read Nodes and the admin ConfigMap, and (out-of-cluster
-mode) apply or delete the webhook configurations.
+"""The webhook's only Kubernetes I/O: read Nodes, the admin ConfigMap and the Workspaces'
+``inference.config`` ConfigMaps, and (out-of-cluster mode) apply or delete the webhook
+configurations.
 
 Calls go through the official ``kubernetes`` client in a worker thread and return plain dicts
 (``_preload_content=False``, JSON decoded here), so the rest of the package sees JSON, not client

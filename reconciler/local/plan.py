@@ -365,6 +365,11 @@ def build_plan(
         raise LocalError(f"inference.preset.name: {inference.preset.name!r} is not in the catalog")
     runtime = ws.runtime(config.default_runtime)
     notes: list[str] = []
+    if inference.config is not None:
+        notes.append(
+            "inference.config: a local run reads no ConfigMap, so the settings of "
+            f"{inference.config} do not apply here (in a cluster they become the runtime's flags)"
+        )
     cluster_command: list[str] | None = None
     if runtime is Runtime.VLLM:
         why = (

@@ -161,6 +161,10 @@ CAN = [
     ("create", "secrets", NAMESPACE),
     ("get", "configmaps/kaito-config", NAMESPACE),
     ("watch", "configmaps/kaito-config", NAMESPACE),
+    # inference.config: users' ConfigMaps, read-only, in any namespace.
+    ("get", "configmaps", "team-a"),
+    ("list", "configmaps", None),
+    ("watch", "configmaps", None),
     ("create", "leases.coordination.k8s.io", NAMESPACE),
     ("update", "leases.coordination.k8s.io/kaito-reconciler", NAMESPACE),
     ("list", "workspaces.kaito.sh", None),
@@ -187,11 +191,11 @@ CANNOT = [
     ("watch", "secrets", NAMESPACE),
     ("delete", "secrets/kaito-webhook-certs", NAMESPACE),
     ("create", "secrets", "default"),
-    # ConfigMaps and Leases: only its own.
-    ("get", "configmaps", "default"),
-    ("get", "configmaps/other", NAMESPACE),
-    ("list", "configmaps", NAMESPACE),
+    # ConfigMaps: read-only (inference.config); Leases: only its own.
     ("update", "configmaps/kaito-config", NAMESPACE),
+    ("create", "configmaps", "default"),
+    ("patch", "configmaps/other", "team-a"),
+    ("delete", "configmaps/other", "team-a"),
     ("update", "leases.coordination.k8s.io/kube-controller-manager", "kube-system"),
     ("update", "leases.coordination.k8s.io/other", NAMESPACE),
     # Unrelated kinds and privilege.

@@ -213,8 +213,12 @@ def test_rbac_has_no_wildcards_and_keeps_secrets_in_the_namespace(objs: list[Obj
                     "workspaces/finalizers",
                 }, resource
     cluster = rules(objs, "ClusterRole", DEPLOYMENT)
-    for resource in ("secrets", "configmaps", "leases", "namespaces", "serviceaccounts"):
+    for resource in ("secrets", "leases", "namespaces", "serviceaccounts"):
         assert not any(resource in r["resources"] for r in cluster), resource
+    # inference.config: users' ConfigMaps are read (get, list, watch), never written.
+    assert allowed(cluster, "", "configmaps", "watch")
+    for verb in ("create", "update", "patch", "delete"):
+        assert not allowed(cluster, "", "configmaps", verb), verb
     assert not any(g.startswith("rbac") for r in cluster for g in r["apiGroups"]), (
         "the controller never edits RBAC"
     )

@@ -252,3 +252,14 @@ def test_settings() -> None:
         LocalSettings.from_argv(["run", "ws.yaml", "--adapter-dir", "nodir"])
     with pytest.raises(SettingsError, match="--port=70000 is out of bounds"):
         LocalSettings.from_argv(["run", "ws.yaml", "--port", "70000"])
+
+
+def test_inference_config_is_not_read_here_and_says_so() -> None:
+    obj = yaml.safe_load(seed.FALCON_7B_TRANSFORMERS)
+    obj["inference"]["config"] = "params"
+    plan = plan_of(yaml.safe_dump(obj), TINY)
+    assert any(
+        n.startswith("inference.config: a local run reads no ConfigMap, so the settings of params")
+        for n in plan.notes
+    ), plan.notes
+    assert "--max-num-seqs" not in plan.argv

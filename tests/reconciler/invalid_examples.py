@@ -62,6 +62,18 @@ def build() -> dict[str, tuple[dict[str, Any], str]]:
     string_spec["inference"]["template"]["spec"] = "containers"
     out["template spec is a string"] = (string_spec, "needs at least one container")
 
+    config_name = _falcon("bad-config-name")
+    config_name["inference"]["config"] = "Params_1"
+    out["inference.config not a name"] = (config_name, "inference.config: is not a ConfigMap name")
+
+    template_config = seed.load(examples.TEMPLATE)
+    template_config["metadata"]["name"] = "template-config"
+    template_config["inference"]["config"] = "params"
+    out["inference.config on a template"] = (
+        template_config,
+        "inference.config: applies to preset Workspaces only",
+    )
+
     return out
 
 

@@ -35,6 +35,8 @@ CLUSTER_RULES: list[dict[str, Any]] = [
         "verbs": ["list", "watch", "create", "patch", "delete"],
     },
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    # inference.config: any (unlabelled) ConfigMap a Workspace names, read-only.
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list", "watch"]},
 ]
 
 NAMESPACE_RULES: list[dict[str, Any]] = [
