@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from runtime.server.errors import SettingsError
-from runtime.server.openapi import build_openapi
+from runtime.server.openapi import build_openapi, server_limits
 from runtime.server.prestart import EXIT_PRESTART, model_folder_problem, report
 from runtime.server.settings import Settings, parse_settings
 
@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if namespace.print_openapi:
-        print(json.dumps(build_openapi(), indent=2))
+        print(json.dumps(build_openapi(server_limits(settings)), indent=2))
         return 0
     problem = model_folder_problem(settings.model)
     if problem is not None:

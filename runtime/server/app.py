@@ -25,7 +25,7 @@ from runtime.server.engine import Engine
 from runtime.server.errors import EngineError, NotReadyError, RequestError
 from runtime.server.loader import LoadedModel, load_model
 from runtime.server.metrics import CONTENT_TYPE, Metrics
-from runtime.server.openapi import ROUTES, build_openapi
+from runtime.server.openapi import ROUTES, build_openapi, server_limits
 from runtime.server.protocol import ChatCompletionRequest, ChatRequest, CompletionRequest
 from runtime.server.schema import Parser
 from runtime.server.serving import ChatService, OpenAIService, Tokenizing
@@ -83,6 +83,7 @@ def quiet_bad_requests() -> None:
 def create_app(settings: Settings, *, loader: Loader = load_model) -> web.Application:
     """Build the server for ``settings`` (``loader`` loads the model; tests may gate it)."""
     quiet_bad_requests()
+    limits = server_limits(settings)
     app = web.Application(
         client_max_size=settings.max_request_bytes, middlewares=[_errors_and_metrics]
     )
@@ -91,9 +92,9 @@ def create_app(settings: Settings, *, loader: Loader = load_model) -> web.Applic
         metrics=Metrics(settings.model_name),
         loader=loader,
         parsers={
-            "chat": Parser(ChatRequest),
-            "completions": Parser(CompletionRequest),
-            "chat_completions": Parser(ChatCompletionRequest),
+            "chat": Parser(ChatRequest, limits),
+            "completions": Parser(CompletionRequest, limits),
+            "chat_completions": Parser(ChatCompletionRequest, limits),
         },
     )
     handlers: dict[str, Handler] = {
@@ -346,7 +347,8 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def _openapi(request: web.Request) -> web.Response:
-    return web.json_response(build_openapi())
+    state = request.app[STATE]
+    return web.json_response(build_openapi(server_limits(state.settings)))
 
 
 async def _chat(request: web.Request) -> web.StreamResponse:

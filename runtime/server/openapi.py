@@ -1,12 +1,16 @@
 """The server's routes and its OpenAPI 3.1 document, both from one table.
 
 ``ROUTES`` lists every endpoint with its request and response types (``protocol.py``). The app
-registers its handlers from this table, and ``build_openapi`` renders it; the committed
-``runtime/openapi.json`` must equal ``build_openapi()`` (a test checks both).
+registers its handlers from this table, and ``build_openapi`` renders it with the per-server
+bounds of the server's settings (``server_limits``: ``n``, ``num_beams`` and
+``num_return_sequences`` are at most ``--max-n``), so that the served document states what this
+server accepts. The committed ``runtime/openapi.json`` is the document of a server with the
+default settings (``python -m runtime.server --print-openapi``; a test checks it).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,10 +28,18 @@ from runtime.server.protocol import (
     HealthResponse,
     ModelList,
 )
-from runtime.server.schema import REF_PREFIX, components
+from runtime.server.schema import REF_PREFIX, bind_limits, components
+from runtime.server.settings import Settings
 
 API_VERSION = "1.0.0"
 COMMITTED_SPEC = Path(__file__).resolve().parent.parent / "openapi.json"
+SERVER_LIMITS = ("max_n",)
+"""The settings that bound request fields (``Field.limit`` names them)."""
+
+
+def server_limits(settings: Settings) -> dict[str, int]:
+    """The per-server bounds of requests, read from the server's settings."""
+    return {name: int(getattr(settings, name)) for name in SERVER_LIMITS}
 
 
 @dataclass(frozen=True)
@@ -156,8 +168,9 @@ def _schema_of(body: Any) -> dict[str, Any]:
     return {"$ref": REF_PREFIX + body.__name__}
 
 
-def build_openapi() -> dict[str, Any]:
-    """The OpenAPI 3.1 document of the server (deterministic: sorted, no timestamps)."""
+def build_openapi(limits: Mapping[str, int]) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of a server with the bounds ``limits`` (``server_limits``);
+    deterministic: sorted, no timestamps."""
     types: list[Any] = []
     paths: dict[str, dict[str, Any]] = {}
     for route in ROUTES:
@@ -213,8 +226,16 @@ def build_openapi() -> dict[str, Any]:
             "title": "KAITO transformers inference API",
             "version": API_VERSION,
             "description": "POST /chat (KAITO) and the OpenAI-compatible API served by "
-            "runtime.server. Fields marked x-extension are not part of the API they follow.",
+            "runtime.server. Fields marked x-extension are not part of the API they follow. "
+            "Bounds marked x-server-limit are this server's settings (n, num_beams and "
+            f"num_return_sequences: at most --max-n, {limits['max_n']} here). Rules a JSON "
+            "Schema cannot state are checked by the server and refused with a 400 whose "
+            "message names the field: token ids must be below the model's vocabulary size, "
+            "the prompt and the generation must fit the model's context window, and relations "
+            "between fields (min_length <= max_length; max_length above the prompt's length "
+            "unless max_new_tokens is set; no temperature 0 with do_sample; "
+            "num_return_sequences needs do_sample or as many beams).",
         },
         "paths": paths,
-        "components": {"schemas": components(types)},
+        "components": {"schemas": bind_limits(components(types), limits)},
     }

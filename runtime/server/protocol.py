@@ -17,6 +17,10 @@ from runtime.server.schema import ExactlyOne, Field
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 MAX_STOP = 16
+MAX_N_CAP = 64
+"""The largest --max-n a server can be given: the static bound of n, num_beams and
+num_return_sequences, which a served document replaces with its server's --max-n."""
+LIMIT_NOTE = " (the maximum stated here is the --max-n of the server that served this document)"
 
 TokenId = Annotated[int, Field("a token id of the model's vocabulary", minimum=0)]
 NonEmptyText = Annotated[str, Field("a text prompt (not empty)", min_length=1)]
@@ -70,7 +74,13 @@ class GenerateKwargs:
         Field("beam search: stop when num_beams candidates are finished"),
     ] = False
     num_beams: Annotated[
-        int, Field("beam search width; 1 is no beam search", minimum=1, maximum=64)
+        int,
+        Field(
+            "beam search width; 1 is no beam search; at most the server's --max-n" + LIMIT_NOTE,
+            minimum=1,
+            maximum=MAX_N_CAP,
+            limit="max_n",
+        ),
     ] = 1
     num_beam_groups: Annotated[
         int,
@@ -131,9 +141,10 @@ class GenerateKwargs:
         int,
         Field(
             "how many sequences to return (needs do_sample or num_beams >= it); Result joins "
-            "them, sequences lists them",
+            "them, sequences lists them; at most the server's --max-n" + LIMIT_NOTE,
             minimum=1,
-            maximum=64,
+            maximum=MAX_N_CAP,
+            limit="max_n",
         ),
     ] = 1
     output_scores: Annotated[
@@ -298,7 +309,15 @@ Temperature = Annotated[
     float | None, Field("sampling temperature; 0 is greedy", minimum=0, maximum=2)
 ]
 TopP = Annotated[float | None, Field("nucleus sampling mass", exclusive_minimum=0, maximum=1)]
-N = Annotated[int, Field("how many choices to generate", minimum=1, maximum=64)]
+N = Annotated[
+    int,
+    Field(
+        "how many choices to generate; at most the server's --max-n" + LIMIT_NOTE,
+        minimum=1,
+        maximum=MAX_N_CAP,
+        limit="max_n",
+    ),
+]
 Penalty = Annotated[
     float, Field("OpenAI presence/frequency penalty over the output", minimum=-2, maximum=2)
 ]

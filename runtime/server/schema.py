@@ -27,6 +27,7 @@ from runtime.server.errors import RequestError
 
 T = TypeVar("T")
 REF_PREFIX = "#/components/schemas/"
+LIMIT_KEY = "x-server-limit"
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,10 @@ class Field:
     max_properties: int | None = None
     extension: bool = False
     """Not part of the API this type follows (OpenAI's, or KAITO's ``/chat``): our addition."""
+    limit: str | None = None
+    """A per-server bound: the name of the server setting (``max_n``) whose value replaces
+    ``maximum`` in the served document and the request parser (``bind_limits``); ``maximum``
+    is then the largest value that setting can take."""
 
     def constraints(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -73,6 +78,8 @@ class Field:
         for key, value in pairs:
             if value is not None:
                 out[key] = value
+        if self.limit is not None:
+            out[LIMIT_KEY] = self.limit
         return out
 
 
@@ -209,14 +216,33 @@ def components(records: Iterable[Any]) -> dict[str, dict[str, Any]]:
     return dict(sorted(defs.items()))
 
 
-class Parser:
-    """Validates JSON bodies against a request type and builds the dataclass."""
+def bind_limits(schema: Any, limits: Mapping[str, int]) -> Any:
+    """``schema`` (a JSON Schema, or a tree holding some) with the ``maximum`` of every
+    ``x-server-limit`` node set to that setting's value in ``limits``; a copy."""
+    if isinstance(schema, list):
+        return [bind_limits(item, limits) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: bind_limits(value, limits) for key, value in schema.items()}
+    name = out.get(LIMIT_KEY)
+    if isinstance(name, str):
+        if name not in limits:
+            raise KeyError(f"no value for the server limit {name!r}")
+        out["maximum"] = limits[name]
+    return out
 
-    def __init__(self, record: type[T]) -> None:
+
+class Parser:
+    """Validates JSON bodies against a request type and builds the dataclass; ``limits``
+    gives the per-server bounds (``Field.limit``) of the server that parses (without it the
+    static ``maximum`` applies: for a front that has no such setting)."""
+
+    def __init__(self, record: type[T], limits: Mapping[str, int] | None = None) -> None:
         self.record = record
         defs: dict[str, dict[str, Any]] = {}
         root = type_schema(record, defs)
-        self.schema = {**root, "components": {"schemas": defs}}
+        schema = {**root, "components": {"schemas": defs}}
+        self.schema = schema if limits is None else bind_limits(schema, limits)
         self._validator = Draft202012Validator(self.schema)
 
     def parse(self, body: Any) -> Any:

@@ -5,16 +5,21 @@ from __future__ import annotations
 import json
 import logging
 import socket
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from jsonschema import Draft202012Validator
 
+from runtime.server.loader import LoadedModel
 from runtime.server.openapi import COMMITTED_SPEC
-from tests.runtime.harness import RunningServer
+from runtime.server.settings import Settings
+from tests.runtime.harness import RunningServer, make_settings, start_server
 
 SPEC: dict[str, Any] = json.loads(COMMITTED_SPEC.read_text(encoding="utf-8"))
+MESSAGES = [{"role": "user", "content": "x"}]
 
 
 def _validator(schema: dict[str, Any]) -> Draft202012Validator:
@@ -93,3 +98,66 @@ def test_a_malformed_http_request_is_one_warning_line(
     assert record.exc_info is None
     assert record.getMessage().startswith("malformed HTTP request from 127.0.0.1: ")
     assert "\n" not in record.getMessage()
+
+
+# ---- per-server bounds: n, num_beams and num_return_sequences are at most --max-n ----------
+
+
+@pytest.fixture(scope="module")
+def max_n_3(tiny_model: Path, loaded_tiny: LoadedModel) -> Iterator[RunningServer]:
+    running = start_server(make_settings(tiny_model, max_n=3), loaded_tiny)
+    running.wait_ready()
+    yield running
+    running.stop()
+
+
+N_FIELDS = (
+    ("/v1/completions", "CompletionRequest", "n", {"prompt": "x", "max_tokens": 1}),
+    ("/v1/chat/completions", "ChatCompletionRequest", "n", {"messages": MESSAGES, "max_tokens": 1}),
+    ("/chat", "GenerateKwargs", "num_beams", {"prompt": "x"}),
+    ("/chat", "GenerateKwargs", "num_return_sequences", {"prompt": "x"}),
+)
+
+
+def _with(path: str, name: str, value: int, base: dict[str, Any]) -> dict[str, Any]:
+    if path == "/chat":
+        kwargs = {"max_new_tokens": 1, "do_sample": True, name: value}
+        if name == "num_beams":
+            kwargs["do_sample"] = False
+        return {**base, "generate_kwargs": kwargs}
+    return {**base, name: value}
+
+
+def test_the_committed_document_states_the_default_max_n() -> None:
+    default = Settings().max_n
+    schemas = SPEC["components"]["schemas"]
+    for _, record, name, _ in N_FIELDS:
+        prop = schemas[record]["properties"][name]
+        assert prop["maximum"] == default, (record, name)
+        assert prop["x-server-limit"] == "max_n"
+        assert "--max-n" in prop["description"]
+    assert f"at most --max-n, {default} here" in SPEC["info"]["description"]
+
+
+@pytest.mark.parametrize(("path", "record", "name", "base"), N_FIELDS)
+def test_the_served_document_states_this_servers_max_n_and_the_server_keeps_it(
+    max_n_3: RunningServer, path: str, record: str, name: str, base: dict[str, Any]
+) -> None:
+    with httpx.Client(base_url=max_n_3.url, timeout=120) as http:
+        served = http.get("/openapi.json").json()
+        prop = served["components"]["schemas"][record]["properties"][name]
+        assert prop["maximum"] == 3
+        assert "at most --max-n, 3 here" in served["info"]["description"]
+        body = served["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+        validator = Draft202012Validator({**body["schema"], "components": served["components"]})
+        at_bound, beyond = _with(path, name, 3, base), _with(path, name, 4, base)
+        assert validator.is_valid(at_bound)
+        assert not validator.is_valid(beyond)
+        accepted = http.post(path, json=at_bound)
+        assert accepted.status_code == 200, accepted.text
+        refused = http.post(path, json=beyond)
+        assert refused.status_code == 400
+        text = refused.text
+        where = f"generate_kwargs.{name}" if path == "/chat" else name
+        for part in (where, "must be <= 3", "--max-n"):
+            assert part in text, text
