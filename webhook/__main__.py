@@ -70,7 +70,7 @@ async def serve(settings: Settings, env: Mapping[str, str]) -> None:
     elif kube is not None:
         source = ApiConfigSource(kube, settings.config_namespace, settings.config_name)
     deps = build_deps(settings, kube, source)
-    tls = await tls_setup(settings, deps.metrics, env)
+    tls = await tls_setup(settings, deps.metrics)
     runner, port = await start(create_app(deps), tls.context, settings.host, settings.port)
     log.info("serving https://%s:%d", settings.host, port)
     registered = False
