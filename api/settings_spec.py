@@ -54,6 +54,8 @@ class Spec:
     """The fix named when a value is refused (default: derived from the bounds or choices)."""
     check: Callable[[Any], str | None] | None = None
     """A typed value → what is wrong with it (e.g. "not a DNS-1123 label"), or ``None``."""
+    group: str | None = None
+    """The ``--help`` section the flag is listed in."""
 
 
 def setting(default: Any = dataclasses.MISSING, help: str = "", **spec: Any) -> Any:
@@ -282,11 +284,18 @@ def add_arguments(
 ) -> None:
     """One argument per flagged field of ``cls``; every value arrives as text (or ``None``)."""
     hints = _hints(cls)
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    top = parser
     for f in dataclasses.fields(cls):
         spec = spec_of(f)
         flag = names(f, env_prefix).flag
         if flag is None:
             continue
+        parser = top
+        if spec.group is not None and isinstance(top, argparse.ArgumentParser):
+            if spec.group not in groups:
+                groups[spec.group] = top.add_argument_group(spec.group)
+            parser = groups[spec.group]
         text = help_text(f, env_prefix)
         base, _ = _base(hints[f.name])
         if spec.positional:

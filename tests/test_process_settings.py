@@ -136,6 +136,11 @@ def test_a_bad_setting_exits_2_before_any_io(
             "--max-queued-requests='-1': below the minimum 0; use a value from 0 to 1000000",
         ),
         (
+            "runtime.vllm",
+            ["--preset-file", "/nonexistent/preset.json", "--ray-port", "0"],
+            "--ray-port='0': below the minimum 1; use a value from 1 to 65535",
+        ),
+        (
             "reconciler.local",
             ["run", "/nonexistent/workspace.yaml", "--ready-timeout-s", "0"],
             "--ready-timeout-s='0': below the minimum 1; use a value from 1 to 86400",

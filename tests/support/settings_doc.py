@@ -19,6 +19,7 @@ from reconciler.local.settings import LocalSettings
 from reconciler.settings import ENV_PREFIX as RECONCILER_PREFIX
 from reconciler.settings import Settings as ReconcilerSettings
 from runtime.server.settings import Settings as ServerSettings
+from runtime.vllm.settings import LauncherFlags
 from webhook.settings import ENV_PREFIX as WEBHOOK_PREFIX
 from webhook.settings import Settings as WebhookSettings
 
@@ -35,6 +36,7 @@ def tables() -> dict[str, str]:
         "reconciler": markdown_table(ReconcilerSettings, RECONCILER_PREFIX),
         "runtime.server": markdown_table(ServerSettings),
         "reconciler.local": markdown_table(LocalSettings),
+        "runtime.vllm": markdown_table(LauncherFlags),
     }
 
 
