@@ -15,7 +15,6 @@ from api.config import CONFIG_KEYS, parse_config
 from api.crd import NODECLAIM_CRD_FILE, WORKSPACE_CRD_FILE
 from api.presets import load_presets
 from api.skus import load_skus
-from certs.settings import CertSettings
 from reconciler.settings import Settings as ReconcilerSettings
 from tests.install.manifests import (
     MANIFESTS,
@@ -135,7 +134,7 @@ def test_the_webhook_container_settings_match_the_other_objects(
         config["metadata"]["name"],
     )
 
-    certs = CertSettings.from_env(env)  # the certificate manager's own parser
+    certs = settings.certs  # the certificate manager's, nested in the webhook's settings
     service = find(objs, "Service", "kaito-webhook")
     assert certs.namespace == service["metadata"]["namespace"] == NAMESPACE
     assert certs.service_name == service["metadata"]["name"]
