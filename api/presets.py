@@ -190,10 +190,6 @@ class PresetCatalog:
     def __contains__(self, name: object) -> bool:
         return name in self._by_name
 
-    def with_presets(self, extra: Iterable[Preset]) -> PresetCatalog:
-        """A new catalog with ``extra`` added (a name already present is an error)."""
-        return PresetCatalog([*self, *extra])
-
 
 def _data_text(name: str) -> str:
     return importlib.resources.files("api").joinpath("data", name).read_text(encoding="utf-8")

@@ -114,10 +114,6 @@ class Fit:
 
     fits = True
 
-    @property
-    def total_gpus(self) -> int:
-        return self.gpus_per_node * self.node_count
-
 
 @dataclass(frozen=True)
 class NoFit:

@@ -17,7 +17,6 @@ import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import jsonschema
@@ -1128,8 +1127,3 @@ def validate_update(old_obj: Any, new_obj: Any, ctx: ValidationContext) -> list[
     except WorkspaceParseError:
         return semantic_errors(new, ctx)
     return update_errors(old, new) + semantic_errors(new, ctx, old=old)
-
-
-def strength_values(ws: Workspace) -> dict[str, Decimal]:
-    """Adapter name → strength (``1.0`` when absent), for renderers. Raises ``StrengthError``."""
-    return {a.name: a.strength_value() for a in (ws.inference.adapters if ws.inference else ())}

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from typing import Any, cast
 
+from api import settings_spec
+from api.settings_spec import Spec
 from certs.errors import CertConfigError
 from certs.pki import (
     KEY_ALGORITHMS,
@@ -41,251 +43,6 @@ _DNS1123_SUBDOMAIN = re.compile(
 )
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(d|h|m|s)")
 _UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
-
-
-def _meta(description: str, **bounds: Any) -> dict[str, Any]:
-    return {"description": description, **bounds}
-
-
-@dataclass(frozen=True)
-class CertSettings:
-    """Where the certificates live, what they cover, and when they are renewed."""
-
-    namespace: str = field(
-        default="kaito-system",
-        metadata=_meta("Namespace of the webhook Service and of the Secret (DNS-1123 label)."),
-    )
-    service_name: str = field(
-        default="kaito-webhook",
-        metadata=_meta(
-            "Name of the webhook Service; the serving certificate covers <svc>, <svc>.<ns>, "
-            "<svc>.<ns>.svc and <svc>.<ns>.svc.cluster.local (DNS-1123 label)."
-        ),
-    )
-    secret_name: str = field(
-        default="kaito-webhook-certs",
-        metadata=_meta(
-            "Secret (type kubernetes.io/tls, plus ca.crt and ca.key) that keeps the CA and the "
-            "serving certificate so restarts and replicas reuse them (DNS-1123 subdomain)."
-        ),
-    )
-    extra_dns_names: tuple[str, ...] = field(
-        default=(),
-        metadata=_meta("More DNS names for the serving certificate.", max_items=50),
-    )
-    ip_addresses: tuple[str, ...] = field(
-        default=("127.0.0.1",),
-        metadata=_meta(
-            "IP addresses for the serving certificate (127.0.0.1 lets the apiserver call a "
-            "webhook registered by URL on the loopback).",
-            max_items=50,
-        ),
-    )
-    mutating_webhook_configurations: tuple[str, ...] = field(
-        default=(),
-        metadata=_meta(
-            "MutatingWebhookConfigurations whose every webhook gets the CA bundle as caBundle.",
-            max_items=20,
-        ),
-    )
-    validating_webhook_configurations: tuple[str, ...] = field(
-        default=(),
-        metadata=_meta(
-            "ValidatingWebhookConfigurations whose every webhook gets the CA bundle as caBundle.",
-            max_items=20,
-        ),
-    )
-    key_algorithm: KeyAlgorithm = field(
-        default="ecdsa-p256",
-        metadata=_meta(
-            "Key algorithm of new keys: ecdsa-p256 (default) or rsa-2048. Changing it re-issues "
-            "the serving certificate; restart the server afterwards to drop the old key type."
-        ),
-    )
-    serving_validity: timedelta = field(
-        default=timedelta(days=90),
-        metadata=_meta(
-            "Lifetime of a serving certificate (never past its CA's expiry).",
-            min=timedelta(hours=1),
-            max=timedelta(days=730),
-        ),
-    )
-    serving_renew_before: RenewBefore = field(
-        default=1 / 3,
-        metadata=_meta(
-            "Renew the serving certificate this long before it expires: a fraction of its "
-            "lifetime in (0, 1) or a duration shorter than serving_validity.",
-        ),
-    )
-    ca_validity: timedelta = field(
-        default=timedelta(days=1826),
-        metadata=_meta(
-            "Lifetime of a CA certificate.", min=timedelta(hours=2), max=timedelta(days=7305)
-        ),
-    )
-    ca_renew_before: RenewBefore = field(
-        default=1 / 3,
-        metadata=_meta(
-            "Renew the CA this long before it expires (fraction of its lifetime or a duration). "
-            "The old CA stays in the CA bundle until it expires.",
-        ),
-    )
-    ca_overlap: timedelta = field(
-        default=timedelta(minutes=10),
-        metadata=_meta(
-            "How long a new CA sits in the caBundle before the serving certificate is signed by "
-            "it, so every apiserver trusts the new CA before it sees a certificate from it.",
-            min=timedelta(seconds=1),
-            max=timedelta(days=7),
-        ),
-    )
-    check_interval: timedelta = field(
-        default=timedelta(minutes=5),
-        metadata=_meta(
-            "How often run() re-reads the Secret, rotates what is due and re-checks the caBundle.",
-            min=timedelta(seconds=1),
-            max=timedelta(days=1),
-        ),
-    )
-
-    def __post_init__(self) -> None:
-        for name, value in (("namespace", self.namespace), ("service_name", self.service_name)):
-            if not isinstance(value, str) or not _DNS1123_LABEL.match(value):
-                raise CertConfigError(
-                    f"{name}={value!r} is not a DNS-1123 label; use lower-case letters, digits "
-                    "and '-', at most 63 characters"
-                )
-        for name in ("secret_name",):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not _DNS1123_SUBDOMAIN.match(value):
-                raise CertConfigError(
-                    f"{name}={value!r} is not a DNS-1123 subdomain; use lower-case letters, "
-                    "digits, '-' and '.'"
-                )
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, list):  # accept lists, store tuples
-                object.__setattr__(self, f.name, tuple(value))
-                value = getattr(self, f.name)
-            max_items = f.metadata.get("max_items")
-            if max_items is not None and len(value) > max_items:
-                raise CertConfigError(
-                    f"{f.name} has {len(value)} entries; at most {max_items} are allowed"
-                )
-            low, high = f.metadata.get("min"), f.metadata.get("max")
-            if low is not None or high is not None:
-                if not isinstance(value, timedelta):
-                    raise CertConfigError(
-                        f"{f.name}={value!r} must be a duration (timedelta), e.g. {f.default!r}"
-                    )
-                if (low is not None and value < low) or (high is not None and value > high):
-                    raise CertConfigError(
-                        f"{f.name}={value} is out of bounds; choose a value in [{low}, {high}]"
-                    )
-        for name in (
-            "extra_dns_names",
-            "mutating_webhook_configurations",
-            "validating_webhook_configurations",
-        ):
-            for value in getattr(self, name):
-                if not isinstance(value, str) or not _DNS1123_SUBDOMAIN.match(value.lower()):
-                    raise CertConfigError(f"{name} entry {value!r} is not a DNS-1123 subdomain")
-        for ip in self.ip_addresses:
-            parse_ip(ip)
-        if self.key_algorithm not in KEY_ALGORITHMS:
-            raise CertConfigError(
-                f"key_algorithm={self.key_algorithm!r} is not supported; use one of "
-                f"{', '.join(KEY_ALGORITHMS)}"
-            )
-        self._check_relations()
-
-    def _check_relations(self) -> None:
-        serving_window = self._window("serving_renew_before", self.serving_validity)
-        ca_window = self._window("ca_renew_before", self.ca_validity)
-        if self.serving_validity > self.ca_validity:
-            raise CertConfigError(
-                f"serving_validity={self.serving_validity} exceeds ca_validity="
-                f"{self.ca_validity}; make the CA live longer than its serving certificates"
-            )
-        if serving_window < 2 * self.check_interval:
-            raise CertConfigError(
-                f"serving_renew_before gives a renew window of {serving_window}, shorter than two "
-                f"check intervals (check_interval={self.check_interval}); every replica must see "
-                "the renewed certificate before the old one expires: renew earlier or check "
-                "more often"
-            )
-        if ca_window < self.ca_overlap + 2 * self.check_interval:
-            raise CertConfigError(
-                f"ca_renew_before gives a renew window of {ca_window}, shorter than ca_overlap "
-                f"({self.ca_overlap}) plus two check intervals ({self.check_interval} each); "
-                "renew the CA earlier or shorten ca_overlap"
-            )
-
-    def _window(self, name: str, validity: timedelta) -> timedelta:
-        value = getattr(self, name)
-        try:
-            window = renew_window(value, validity)
-        except CertConfigError as exc:
-            raise CertConfigError(f"{name}: {exc}") from None
-        if window >= validity:
-            raise CertConfigError(
-                f"{name}={value} is not shorter than the lifetime ({validity}); the certificate "
-                "would be renewed as soon as it is issued"
-            )
-        return window
-
-    # -- derived -------------------------------------------------------------------------------
-
-    @property
-    def dns_names(self) -> tuple[str, ...]:
-        """All DNS names of the serving certificate: the Service's names, then the extra ones."""
-        names = list(webhook_dns_names(self.service_name, self.namespace))
-        names += [n for n in self.extra_dns_names if n not in names]
-        return tuple(names)
-
-    # -- parsing -------------------------------------------------------------------------------
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str], prefix: str = ENV_PREFIX) -> CertSettings:
-        """Build settings from ``PREFIX + FIELD_NAME.upper()`` entries of ``env``; absent ones
-        keep their defaults. Raises :class:`CertConfigError` naming the variable."""
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            var = prefix + f.name.upper()
-            if var not in env:
-                continue
-            raw = env[var].strip()
-            try:
-                if isinstance(f.default, tuple):
-                    values[f.name] = tuple(p.strip() for p in raw.split(",") if p.strip())
-                elif isinstance(f.default, timedelta):
-                    values[f.name] = parse_duration(raw)
-                elif f.name.endswith("renew_before"):
-                    values[f.name] = parse_renew_before(raw)
-                else:
-                    values[f.name] = raw
-            except CertConfigError as exc:
-                raise CertConfigError(f"{var}={raw!r}: {exc}") from None
-        try:
-            return cls(**values)
-        except CertConfigError as exc:
-            raise CertConfigError(f"from environment ({prefix}*): {exc}") from None
-
-    @classmethod
-    def describe(cls) -> dict[str, dict[str, str]]:
-        """Each field's environment variable, default, description and bounds (for docs)."""
-        out: dict[str, dict[str, str]] = {}
-        for f in fields(cls):
-            entry = {
-                "env": ENV_PREFIX + f.name.upper(),
-                "default": _render(f.default),
-                "description": str(f.metadata["description"]),
-            }
-            for bound in ("min", "max", "max_items"):
-                if bound in f.metadata:
-                    entry[bound] = _render(f.metadata[bound])
-            out[f.name] = entry
-        return out
 
 
 def _render(value: object) -> str:
@@ -344,3 +101,272 @@ def parse_renew_before(text: str) -> RenewBefore:
             f"{text!r} is not a fraction in (0, 1); write e.g. 0.33, or a duration such as 720h"
         )
     return fraction
+
+
+def _label(value: Any) -> str | None:
+    if isinstance(value, str) and _DNS1123_LABEL.match(value):
+        return None
+    return "not a DNS-1123 label"
+
+
+def _subdomain(value: Any) -> str | None:
+    if isinstance(value, str) and _DNS1123_SUBDOMAIN.match(value):
+        return None
+    return "not a DNS-1123 subdomain"
+
+
+def _subdomains(values: Any) -> str | None:
+    for value in values:
+        if not isinstance(value, str) or not _DNS1123_SUBDOMAIN.match(value.lower()):
+            return f"entry {value!r} is not a DNS-1123 subdomain"
+    return None
+
+
+def _ips(values: Any) -> str | None:
+    for value in values:
+        try:
+            parse_ip(value)
+        except CertConfigError:
+            return f"entry {value!r} is not an IPv4 or IPv6 address"
+    return None
+
+
+_LABEL_FIX = "use lower-case letters, digits and '-', at most 63 characters"
+_SUBDOMAIN_FIX = "use lower-case letters, digits, '-' and '.'"
+_IP_FIX = "write addresses like 127.0.0.1 or ::1, comma-separated"
+
+
+def _meta(description: str, **bounds: Any) -> dict[str, Any]:
+    """The field's ``api.settings_spec.Spec``: durations parse as ``90d``/``1h30m``/seconds."""
+    kind = bounds.pop("kind", None)
+    spec = Spec(
+        help=description,
+        flag=False,
+        low=bounds.pop("min", None),
+        high=bounds.pop("max", None),
+        parse={"duration": parse_duration, "renew": parse_renew_before}.get(kind or ""),
+        show=_render if kind else None,
+        **bounds,
+    )
+    return {"spec": spec}
+
+
+@dataclass(frozen=True)
+class CertSettings:
+    """Where the certificates live, what they cover, and when they are renewed."""
+
+    namespace: str = field(
+        default="kaito-system",
+        metadata=_meta(
+            "Namespace of the webhook Service and of the Secret (DNS-1123 label).",
+            check=_label,
+            fix=_LABEL_FIX,
+        ),
+    )
+    service_name: str = field(
+        default="kaito-webhook",
+        metadata=_meta(
+            "Name of the webhook Service; the serving certificate covers <svc>, <svc>.<ns>, "
+            "<svc>.<ns>.svc and <svc>.<ns>.svc.cluster.local (DNS-1123 label).",
+            check=_label,
+            fix=_LABEL_FIX,
+        ),
+    )
+    secret_name: str = field(
+        default="kaito-webhook-certs",
+        metadata=_meta(
+            "Secret (type kubernetes.io/tls, plus ca.crt and ca.key) that keeps the CA and the "
+            "serving certificate so restarts and replicas reuse them (DNS-1123 subdomain).",
+            check=_subdomain,
+            fix=_SUBDOMAIN_FIX,
+        ),
+    )
+    extra_dns_names: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta(
+            "More DNS names for the serving certificate.",
+            max_items=50,
+            check=_subdomains,
+            fix=_SUBDOMAIN_FIX,
+        ),
+    )
+    ip_addresses: tuple[str, ...] = field(
+        default=("127.0.0.1",),
+        metadata=_meta(
+            "IP addresses for the serving certificate (127.0.0.1 lets the apiserver call a "
+            "webhook registered by URL on the loopback).",
+            max_items=50,
+            check=_ips,
+            fix=_IP_FIX,
+        ),
+    )
+    mutating_webhook_configurations: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta(
+            "MutatingWebhookConfigurations whose every webhook gets the CA bundle as caBundle.",
+            max_items=20,
+            check=_subdomains,
+            fix=_SUBDOMAIN_FIX,
+        ),
+    )
+    validating_webhook_configurations: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta(
+            "ValidatingWebhookConfigurations whose every webhook gets the CA bundle as caBundle.",
+            max_items=20,
+            check=_subdomains,
+            fix=_SUBDOMAIN_FIX,
+        ),
+    )
+    key_algorithm: KeyAlgorithm = field(
+        default="ecdsa-p256",
+        metadata=_meta(
+            "Key algorithm of new keys: ecdsa-p256 (default) or rsa-2048. Changing it re-issues "
+            "the serving certificate; restart the server afterwards to drop the old key type.",
+            choices=KEY_ALGORITHMS,
+        ),
+    )
+    serving_validity: timedelta = field(
+        default=timedelta(days=90),
+        metadata=_meta(
+            "Lifetime of a serving certificate (never past its CA's expiry).",
+            kind="duration",
+            min=timedelta(hours=1),
+            max=timedelta(days=730),
+        ),
+    )
+    serving_renew_before: RenewBefore = field(
+        default=1 / 3,
+        metadata=_meta(
+            "Renew the serving certificate this long before it expires: a fraction of its "
+            "lifetime in (0, 1) or a duration shorter than serving_validity.",
+            kind="renew",
+        ),
+    )
+    ca_validity: timedelta = field(
+        default=timedelta(days=1826),
+        metadata=_meta(
+            "Lifetime of a CA certificate.",
+            kind="duration",
+            min=timedelta(hours=2),
+            max=timedelta(days=7305),
+        ),
+    )
+    ca_renew_before: RenewBefore = field(
+        default=1 / 3,
+        metadata=_meta(
+            "Renew the CA this long before it expires (fraction of its lifetime or a duration). "
+            "The old CA stays in the CA bundle until it expires.",
+            kind="renew",
+        ),
+    )
+    ca_overlap: timedelta = field(
+        default=timedelta(minutes=10),
+        metadata=_meta(
+            "How long a new CA sits in the caBundle before the serving certificate is signed by "
+            "it, so every apiserver trusts the new CA before it sees a certificate from it.",
+            kind="duration",
+            min=timedelta(seconds=1),
+            max=timedelta(days=7),
+        ),
+    )
+    check_interval: timedelta = field(
+        default=timedelta(minutes=5),
+        metadata=_meta(
+            "How often run() re-reads the Secret, rotates what is due and re-checks the caBundle.",
+            kind="duration",
+            min=timedelta(seconds=1),
+            max=timedelta(days=1),
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list):  # accept lists, store tuples
+                object.__setattr__(self, f.name, tuple(value))
+            spec = settings_spec.spec_of(f)
+            if spec.parse is parse_duration and not isinstance(value, timedelta):
+                raise CertConfigError(
+                    f"{f.name}={value!r} must be a duration (timedelta), e.g. {f.default!r}"
+                )
+        problems = settings_spec.problems(self, ENV_PREFIX)
+        if problems:
+            raise CertConfigError("; ".join(problems))
+        if self.key_algorithm not in KEY_ALGORITHMS:
+            raise CertConfigError(
+                f"key_algorithm={self.key_algorithm!r} is not supported; use one of "
+                f"{', '.join(KEY_ALGORITHMS)}"
+            )
+        self._check_relations()
+
+    def _check_relations(self) -> None:
+        serving_window = self._window("serving_renew_before", self.serving_validity)
+        ca_window = self._window("ca_renew_before", self.ca_validity)
+        if self.serving_validity > self.ca_validity:
+            raise CertConfigError(
+                f"serving_validity={self.serving_validity} exceeds ca_validity="
+                f"{self.ca_validity}; make the CA live longer than its serving certificates"
+            )
+        if serving_window < 2 * self.check_interval:
+            raise CertConfigError(
+                f"serving_renew_before gives a renew window of {serving_window}, shorter than two "
+                f"check intervals (check_interval={self.check_interval}); every replica must see "
+                "the renewed certificate before the old one expires: renew earlier or check "
+                "more often"
+            )
+        if ca_window < self.ca_overlap + 2 * self.check_interval:
+            raise CertConfigError(
+                f"ca_renew_before gives a renew window of {ca_window}, shorter than ca_overlap "
+                f"({self.ca_overlap}) plus two check intervals ({self.check_interval} each); "
+                "renew the CA earlier or shorten ca_overlap"
+            )
+
+    def _window(self, name: str, validity: timedelta) -> timedelta:
+        value = getattr(self, name)
+        try:
+            window = renew_window(value, validity)
+        except CertConfigError as exc:
+            raise CertConfigError(f"{name}: {exc}") from None
+        if window >= validity:
+            raise CertConfigError(
+                f"{name}={value} is not shorter than the lifetime ({validity}); the certificate "
+                "would be renewed as soon as it is issued"
+            )
+        return window
+
+    # -- derived -------------------------------------------------------------------------------
+
+    @property
+    def dns_names(self) -> tuple[str, ...]:
+        """All DNS names of the serving certificate: the Service's names, then the extra ones."""
+        names = list(webhook_dns_names(self.service_name, self.namespace))
+        names += [n for n in self.extra_dns_names if n not in names]
+        return tuple(names)
+
+    # -- parsing -------------------------------------------------------------------------------
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], prefix: str = ENV_PREFIX) -> CertSettings:
+        """Build settings from ``PREFIX + FIELD_NAME.upper()`` entries of ``env``; absent ones
+        keep their defaults. Raises :class:`CertConfigError` naming the variable."""
+        values, problems = settings_spec.from_env(cls, env, prefix)
+        if problems:
+            raise CertConfigError("; ".join(problems))
+        try:
+            return cls(**values)
+        except CertConfigError as exc:
+            raise CertConfigError(f"from environment ({prefix}*): {exc}") from None
+
+    @classmethod
+    def describe(cls) -> dict[str, dict[str, str]]:
+        """Each field's environment variable, default, description and bounds (for docs)."""
+        out: dict[str, dict[str, str]] = {}
+        for where, default, bounds, meaning, name in settings_spec.rows(cls, ENV_PREFIX):
+            out[name] = {
+                "env": where.strip("`"),
+                "default": default,
+                "description": meaning,
+                "bounds": bounds,
+            }
+        return out

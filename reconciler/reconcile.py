@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from api.config import DEFAULT_CONFIG, AdminConfig, parse_config
 from api.defaults import default
-from api.errors import ApiError as ApiPackageError
+from api.errors import KaitoApiError
 from api.inference_config import InferenceConfig
 from api.presets import PresetCatalog
 from api.skus import SkuCatalog
@@ -337,7 +337,7 @@ class Reconciler:
                 parsed = parse_config(
                     cm.get("data") or {}, presets=self.presets, skus=self.base_skus
                 )
-            except ApiPackageError as exc:
+            except KaitoApiError as exc:
                 log.error(
                     "admin ConfigMap %s is invalid, keeping the last good one: %s",
                     cm["metadata"].get("name"),
@@ -395,7 +395,7 @@ class Reconciler:
         ws: Workspace | None = None
         try:
             ws = None if problems else Workspace.from_dict(default(ws_obj, config))
-        except ApiPackageError as exc:
+        except KaitoApiError as exc:
             problems = f"{exc}; fix the Workspace and apply it again"
         if ws is None:
             bad = Cond(False, REASON_INVALID_SPEC, problems)

@@ -7,23 +7,25 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from api import settings_spec
+from api.settings_spec import setting
 from reconciler.errors import SettingsError
 
 ENV_PREFIX = "KAITO_RECONCILER_"
 
 DEFAULT_VLLM_IMAGE = "ghcr.io/kaito-py/vllm:0.1.0"
 DEFAULT_TRANSFORMERS_IMAGE = "ghcr.io/kaito-py/transformers:0.1.0"
+_LEVEL_FIX = "use DEBUG, INFO, WARNING or ERROR"
 
 
 def _f(default: Any, help: str, *, lo: float | None = None, hi: float | None = None) -> Any:
-    return field(default=default, metadata={"help": help, "min": lo, "max": hi})
+    return setting(default, help, low=lo, high=hi)
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,12 @@ class Settings:
     )
     retry_period_s: float = _f(2.0, "seconds between Lease renewals and attempts", lo=0.2, hi=60)
     identity: str = _f("", "this replica's identity in the Lease; empty: hostname_pid")
-    field_manager: str = _f("kaito-reconciler", "server-side apply field manager")
+    field_manager: str = setting(
+        "kaito-reconciler",
+        "server-side apply field manager",
+        check=lambda v: None if v else "empty",
+        fix="name the field manager",
+    )
     metrics_host: str = _f("0.0.0.0", "address of the health and metrics endpoint")
     metrics_port: int = _f(
         8081, "port of /healthz, /readyz and /metrics; 0: any free port", lo=0, hi=65535
@@ -88,10 +95,16 @@ class Settings:
     node_class_kind: str = _f("AKSNodeClass", "NodeClaim spec.nodeClassRef.kind")
     node_class_name: str = _f("default", "NodeClaim spec.nodeClassRef.name")
     request_timeout_s: float = _f(30.0, "timeout of one API request", lo=1, hi=600)
-    log_level: str = _f("INFO", "DEBUG, INFO, WARNING or ERROR")
+    log_level: str = setting(
+        "INFO",
+        "log level",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        parse=str.upper,
+        fix=_LEVEL_FIX,
+    )
 
     def __post_init__(self) -> None:
-        problems = bounds_problems(self)
+        problems = settings_spec.problems(self, ENV_PREFIX)
         if self.leader_elect and self.renew_deadline_s >= self.lease_duration_s:
             problems.append(
                 f"--renew-deadline-s={self.renew_deadline_s:g} must be less than "
@@ -107,10 +120,6 @@ class Settings:
                 f"--backoff-base-s={self.backoff_base_s:g} exceeds "
                 f"--backoff-max-s={self.backoff_max_s:g}"
             )
-        if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-            problems.append(f"--log-level={self.log_level!r}: use DEBUG, INFO, WARNING or ERROR")
-        if not self.field_manager:
-            problems.append("--field-manager must not be empty")
         if problems:
             raise SettingsError("; ".join(problems))
 
@@ -129,23 +138,7 @@ class Settings:
                 f"by the environment variable {ENV_PREFIX}<FLAG> (upper case, '_' for '-')."
             ),
         )
-        for f in dataclasses.fields(cls):
-            helptext = f.metadata["help"]
-            lo, hi = f.metadata.get("min"), f.metadata.get("max")
-            if lo is not None:
-                helptext += f" [{lo:g}..{hi:g}]"
-            helptext += f" (default: {f.default!r})"
-            if f.type in ("bool", bool):
-                p.add_argument(
-                    _flag(f.name),
-                    dest=f.name,
-                    action=argparse.BooleanOptionalAction,
-                    default=None,
-                    help=helptext,
-                )
-            else:
-                kind = {"int": int, "float": float}.get(str(f.type), str)
-                p.add_argument(_flag(f.name), dest=f.name, type=kind, default=None, help=helptext)
+        settings_spec.add_arguments(p, cls, ENV_PREFIX)
         return p
 
     @classmethod
@@ -154,53 +147,7 @@ class Settings:
     ) -> Settings:
         """Flags, then ``KAITO_RECONCILER_*`` variables, then defaults."""
         args = vars(cls.parser().parse_args(list(argv or [])))
-        env = env or {}
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            if args.get(f.name) is not None:
-                values[f.name] = args[f.name]
-                continue
-            raw = env.get(ENV_PREFIX + f.name.upper())
-            if raw is None:
-                continue
-            values[f.name] = _from_env(f.name, str(f.type), raw)
+        values, problems = settings_spec.read(cls, args, env or {}, ENV_PREFIX)
+        if problems:
+            raise SettingsError("; ".join(problems))
         return cls(**values)
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def bounds_problems(settings: Any) -> list[str]:
-    """One message per numeric field of a settings dataclass outside its ``min``/``max``."""
-    problems = []
-    for f in dataclasses.fields(settings):
-        value = getattr(settings, f.name)
-        lo, hi = f.metadata.get("min"), f.metadata.get("max")
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            continue
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            problems.append(
-                f"{_flag(f.name)}={value:g} is out of bounds; use a value from {lo:g} to {hi:g}"
-            )
-    return problems
-
-
-def _from_env(name: str, type_name: str, raw: str) -> Any:
-    var = ENV_PREFIX + name.upper()
-    try:
-        if type_name == "bool":
-            if raw.lower() in {"1", "true", "yes", "on"}:
-                return True
-            if raw.lower() in {"0", "false", "no", "off"}:
-                return False
-            raise ValueError(raw)
-        if type_name == "int":
-            return int(raw)
-        if type_name == "float":
-            return float(raw)
-    except ValueError:
-        raise SettingsError(
-            f"{var}={raw!r} is not a valid {type_name}; fix the variable or unset it"
-        ) from None
-    return raw

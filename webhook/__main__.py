@@ -20,10 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from webhook import registration
 from webhook.app import build_deps, create_app, start
@@ -62,7 +61,7 @@ async def _keep_registered(kube: Kube, settings: Settings, port: int, ca_pem: by
             log.warning("checking webhook configurations %s: %s", settings.webhook_name, exc)
 
 
-async def serve(settings: Settings, env: Mapping[str, str]) -> None:
+async def serve(settings: Settings) -> None:
     kube = None if settings.no_kube else Kube.connect(settings.kubeconfig)
     source: ConfigSource | None = None
     if settings.config_dir is not None:
@@ -70,7 +69,7 @@ async def serve(settings: Settings, env: Mapping[str, str]) -> None:
     elif kube is not None:
         source = ApiConfigSource(kube, settings.config_namespace, settings.config_name)
     deps = build_deps(settings, kube, source)
-    tls = await tls_setup(settings, deps.metrics, env)
+    tls = await tls_setup(settings, deps.metrics)
     runner, port = await start(create_app(deps), tls.context, settings.host, settings.port)
     log.info("serving https://%s:%d", settings.host, port)
     registered = False
@@ -117,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        asyncio.run(serve(settings, os.environ))
+        asyncio.run(serve(settings))
     except WebhookError as exc:
         log.error("%s", exc)
         return 1

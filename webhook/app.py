@@ -13,9 +13,8 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -47,8 +46,6 @@ class Deps:
     metrics: Metrics
     kube: Kube | None = None
     config_source: ConfigSource | None = None
-    background: tuple[Callable[[], Coroutine[Any, Any, None]], ...] = ()
-    """Extra coroutines run while the app runs (e.g. the TLS reloader)."""
 
 
 DEPS = web.AppKey("deps", Deps)
@@ -294,7 +291,7 @@ async def count_requests(
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
     deps = app[DEPS]
-    tasks: list[asyncio.Task[None]] = [asyncio.create_task(fn()) for fn in deps.background]
+    tasks: list[asyncio.Task[None]] = []
     if deps.config_source is not None:
         tasks.append(
             asyncio.create_task(

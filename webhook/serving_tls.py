@@ -10,14 +10,13 @@ fresh while the server runs:
   Secret (reused across restarts and replicas), are rotated before expiry, and the CA bundle is
   written into the webhook configurations named ``--webhook-name``; a rotation reloads the live
   context (``certs.tls.ReloadableServerContext``). Its settings come from ``KAITO_CERTS_*``
-  environment variables (``certs.settings.CertSettings``).
+  environment variables, nested in the webhook's settings (``Settings.certs``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import ssl
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,9 +24,8 @@ from certs.errors import CertError, CertReloadError
 from certs.kube import CertKube
 from certs.manager import CertManager
 from certs.plan import CertBundle
-from certs.settings import CertSettings
 from certs.tls import ReloadableServerContext
-from webhook.errors import SettingsError, WebhookError
+from webhook.errors import WebhookError
 from webhook.metrics import Metrics
 from webhook.settings import Settings
 from webhook.tls import FileCertReloader, server_context
@@ -42,22 +40,7 @@ class ServingTls:
     manager: CertManager | None = None
 
 
-def cert_settings(settings: Settings, env: Mapping[str, str]) -> CertSettings:
-    """``KAITO_CERTS_*`` settings; the webhook configurations default to ``--webhook-name``."""
-    try:
-        cs = CertSettings.from_env(env)
-        if not cs.mutating_webhook_configurations and not cs.validating_webhook_configurations:
-            cs = dataclasses.replace(
-                cs,
-                mutating_webhook_configurations=(settings.webhook_name,),
-                validating_webhook_configurations=(settings.webhook_name,),
-            )
-    except CertError as exc:
-        raise SettingsError(str(exc)) from exc
-    return cs
-
-
-async def tls_setup(settings: Settings, metrics: Metrics, env: Mapping[str, str]) -> ServingTls:
+async def tls_setup(settings: Settings, metrics: Metrics) -> ServingTls:
     if settings.tls_cert_file is not None and settings.tls_key_file is not None:
         ctx = server_context(settings.tls_cert_file, settings.tls_key_file)
         reloader = FileCertReloader(ctx, settings.tls_cert_file, settings.tls_key_file, metrics)
@@ -69,7 +52,7 @@ async def tls_setup(settings: Settings, metrics: Metrics, env: Mapping[str, str]
             close=lambda: None,
         )
 
-    cs = cert_settings(settings, env)
+    cs = settings.certs
     kube = (
         CertKube.from_kubeconfig(str(settings.kubeconfig))
         if settings.kubeconfig is not None

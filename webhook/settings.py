@@ -1,31 +1,40 @@
 """The webhook's one settings object: every field has a description, a flag, an environment
-variable (``KAITO_WEBHOOK_<FIELD>``) and bounds. Flags win over the environment, which wins over
-the defaults. ``python -m webhook --help`` lists them all.
+variable (``KAITO_WEBHOOK_<FIELD>``) and bounds, declared once with ``api.settings_spec``. Flags
+win over the environment, which wins over the defaults. The certificate manager's settings
+(``KAITO_CERTS_*``) nest in ``Settings.certs``: one object per process, every bad value refused
+(exit 2) before any I/O. ``python -m webhook --help`` lists them all.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from api import settings_spec
+from api.settings_spec import Spec
+from certs.errors import CertError
+from certs.settings import ENV_PREFIX as CERTS_ENV_PREFIX
+from certs.settings import CertSettings
 from webhook.errors import SettingsError
 
 ENV_PREFIX = "KAITO_WEBHOOK_"
+DEFAULT_WEBHOOK_NAME = "kaito-workspace-webhook"
 
 
-def _m(
-    help: str,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    choices: Sequence[str] | None = None,
-) -> dict[str, Any]:
-    return {"help": help, "low": low, "high": high, "choices": choices}
+def _default_certs(webhook_name: str, **values: Any) -> CertSettings:
+    """The certificate manager's settings; its configurations default to the webhook's name."""
+    configurations = ("mutating_webhook_configurations", "validating_webhook_configurations")
+    if not any(name in values for name in configurations):
+        values.update(dict.fromkeys(configurations, (webhook_name,)))
+    return CertSettings(**values)
+
+
+def _m(help: str, **spec: Any) -> dict[str, Any]:
+    return {"spec": Spec(help=help, **spec)}
 
 
 @dataclass(frozen=True)
@@ -167,7 +176,7 @@ class Settings:
         default="127.0.0.1", metadata=_m("Host of the webhook URL written when registering.")
     )
     webhook_name: str = field(
-        default="kaito-workspace-webhook",
+        default=DEFAULT_WEBHOOK_NAME,
         metadata=_m("Name of the webhook configurations written when registering."),
     )
     webhook_timeout_seconds: int = field(
@@ -176,20 +185,18 @@ class Settings:
     log_level: str = field(
         default="INFO", metadata=_m("Log level.", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     )
+    certs: CertSettings = field(
+        default_factory=lambda: _default_certs(DEFAULT_WEBHOOK_NAME),
+        metadata=_m(
+            "The certificate manager's settings (when no --tls-cert-file is given), from "
+            "KAITO_CERTS_* variables; its webhook configurations default to --webhook-name.",
+            nested=CERTS_ENV_PREFIX,
+        ),
+    )
 
     def check(self) -> Settings:
-        """Raise ``SettingsError`` naming every out-of-bounds value."""
-        problems = []
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            low, high, choices = f.metadata["low"], f.metadata["high"], f.metadata["choices"]
-            flag = "--" + f.name.replace("_", "-")
-            if low is not None and value < low:
-                problems.append(f"{flag}={value} is below {low}")
-            if high is not None and value > high:
-                problems.append(f"{flag}={value} is above {high}")
-            if choices is not None and value not in choices:
-                problems.append(f"{flag}={value} is not one of {', '.join(choices)}")
+        """Raise ``SettingsError`` naming every out-of-bounds value and bad combination."""
+        problems = settings_spec.problems(self, ENV_PREFIX)
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             problems.append("--tls-cert-file and --tls-key-file go together")
         files = self.tls_cert_file is not None
@@ -210,58 +217,35 @@ class Settings:
         return self
 
 
-def _convert(f: dataclasses.Field[Any], text: str) -> Any:
-    kind = f.type
-    if kind in ("bool", bool):
-        low = text.strip().lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off", ""):
-            return False
-        raise SettingsError(f"{ENV_PREFIX}{f.name.upper()}={text!r} is not a boolean")
-    try:
-        if kind in ("int", int):
-            return int(text)
-        if kind in ("float", float):
-            return float(text)
-    except ValueError as exc:
-        raise SettingsError(f"{f.name}={text!r} is not a {kind}") from exc
-    if "Path" in str(kind):
-        return Path(text) if text else None
-    return text
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m webhook",
         description=(
             "KAITO Workspace admission webhook (HTTPS): /mutate, /validate, /healthz, /readyz, "
-            f"/metrics. Every flag can also be set as {ENV_PREFIX}<FLAG_NAME>."
+            f"/metrics. Every flag can also be set as {ENV_PREFIX}<FLAG_NAME>; the certificate "
+            f"manager is set by {CERTS_ENV_PREFIX}<FIELD> variables (see the README)."
         ),
     )
-    for f in dataclasses.fields(Settings):
-        flag = "--" + f.name.replace("_", "-")
-        env = ENV_PREFIX + f.name.upper()
-        shown = "unset" if f.default is None else f.default
-        help_text = f"{f.metadata['help']} Default: {shown}. [env {env}]"
-        if f.type in ("bool", bool):
-            p.add_argument(flag, action="store_true", default=None, help=help_text)
-        else:
-            p.add_argument(flag, default=None, metavar=f.name.upper(), help=help_text)
+    settings_spec.add_arguments(p, Settings, ENV_PREFIX)
     return p
 
 
 def load_settings(
     argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 ) -> Settings:
-    """Settings from flags, then the environment, then the defaults (checked)."""
+    """Settings from flags, then the environment, then the defaults (checked), with the
+    certificate manager's settings nested. Raises ``SettingsError``; reads no file, no API."""
     env = os.environ if env is None else env
-    args = vars(parser().parse_args(argv))
-    values: dict[str, Any] = {}
-    for f in dataclasses.fields(Settings):
-        raw = args.get(f.name)
-        if raw is not None:
-            values[f.name] = raw if isinstance(raw, bool) else _convert(f, raw)
-        elif ENV_PREFIX + f.name.upper() in env:
-            values[f.name] = _convert(f, env[ENV_PREFIX + f.name.upper()])
+    args = vars(parser().parse_args(None if argv is None else list(argv)))
+    values, problems = settings_spec.read(Settings, args, env, ENV_PREFIX)
+    cert_values, cert_problems = settings_spec.from_env(CertSettings, env, CERTS_ENV_PREFIX)
+    problems += cert_problems
+    if problems:
+        raise SettingsError("; ".join(problems))
+    try:
+        values["certs"] = _default_certs(
+            values.get("webhook_name", DEFAULT_WEBHOOK_NAME), **cert_values
+        )
+    except CertError as exc:
+        raise SettingsError(f"{CERTS_ENV_PREFIX}* variables: {exc}") from None
     return Settings(**values).check()

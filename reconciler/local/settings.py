@@ -7,14 +7,14 @@ reconciler.local run --help`` prints every option. Nothing is read at import tim
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from api import settings_spec
+from api.settings_spec import setting
 from reconciler.errors import SettingsError
-from reconciler.settings import bounds_problems
 
 PROG = "python -m reconciler.local"
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -29,9 +29,18 @@ def _f(
     hi: float | None = None,
     metavar: str | None = None,
     choices: tuple[str, ...] | None = None,
+    positional: bool = False,
 ) -> Any:
-    meta = {"help": help, "min": lo, "max": hi, "metavar": metavar, "choices": choices}
-    return field(default=default, metadata=meta)
+    return setting(
+        default,
+        help,
+        low=lo,
+        high=hi,
+        metavar=metavar,
+        choices=choices,
+        positional=positional,
+        repeat=isinstance(default, tuple),
+    )
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,7 @@ class LocalSettings:
         "",
         "the Workspace YAML, as for `kubectl apply -f` (one Workspace; `-` reads standard input)",
         metavar="WORKSPACE.yaml",
+        positional=True,
     )
     model: str = _f(
         "",
@@ -92,13 +102,9 @@ class LocalSettings:
     )
 
     def __post_init__(self) -> None:
-        problems = bounds_problems(self)
+        problems = settings_spec.problems(self)
         if not self.workspace:
             problems.append("WORKSPACE.yaml is required: name the Workspace file (or `-`)")
-        if self.vllm not in VLLM_CHOICES:
-            problems.append(f"--vllm={self.vllm!r}: use one of {', '.join(VLLM_CHOICES)}")
-        if self.dtype not in DTYPES:
-            problems.append(f"--dtype={self.dtype!r}: use one of {', '.join(DTYPES)}")
         for item in self.adapter_dir:
             name, sep, folder = item.partition("=")
             if not sep or not name or not folder:
@@ -141,48 +147,14 @@ class LocalSettings:
                 "2 for an invalid Workspace or command line."
             ),
         )
-        for f in dataclasses.fields(cls):
-            helptext = f.metadata["help"]
-            lo, hi = f.metadata.get("min"), f.metadata.get("max")
-            if lo is not None:
-                helptext += f" [{lo:g}..{hi:g}]"
-            if f.name == "workspace":
-                run.add_argument("workspace", metavar=f.metadata["metavar"], help=helptext)
-                continue
-            if f.type in ("bool", bool):
-                run.add_argument(
-                    _flag(f.name), dest=f.name, action="store_true", default=False, help=helptext
-                )
-            elif f.type in ("tuple[str, ...]",):
-                run.add_argument(
-                    _flag(f.name),
-                    dest=f.name,
-                    action="append",
-                    default=[],
-                    metavar=f.metadata["metavar"],
-                    help=helptext,
-                )
-            else:
-                kind = {"int": int, "float": float}.get(str(f.type), str)
-                run.add_argument(
-                    _flag(f.name),
-                    dest=f.name,
-                    type=kind,
-                    default=f.default,
-                    metavar=f.metadata["metavar"],
-                    choices=f.metadata["choices"],
-                    help=helptext + (" (default: %(default)s)" if f.default != "" else ""),
-                )
+        settings_spec.add_arguments(run, cls)
         return top
 
     @classmethod
     def from_argv(cls, argv: Sequence[str]) -> LocalSettings:
         """Parse the command line (argparse exits 2 on malformed options)."""
         args = vars(cls.parser().parse_args(list(argv)))
-        values = {f.name: args[f.name] for f in dataclasses.fields(cls)}
-        values["adapter_dir"] = tuple(values["adapter_dir"])
+        values, problems = settings_spec.read(cls, args, {})
+        if problems:
+            raise SettingsError("; ".join(problems))
         return cls(**values)
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")

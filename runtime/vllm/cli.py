@@ -27,17 +27,24 @@ from runtime.adapters import (
     resolve_adapters,
 )
 from runtime.vllm.cpu_kernels import check_cpu_head_dim, model_dir_head_dim
-from runtime.vllm.errors import HardwareError, LauncherError, PresetError, SettingsError
+from runtime.vllm.errors import (
+    FlagError,
+    HardwareError,
+    LauncherError,
+    PresetError,
+    SettingsError,
+)
 from runtime.vllm.inputs import MIB, AdminDefaults, CpuHardware, Hardware, PresetLike, PresetSpec
 from runtime.vllm.loras import check_names, prepare_loras
 from runtime.vllm.merged import prepare_merged
 from runtime.vllm.plan import LaunchPlan, LaunchRequest, build_plan, choose_adapter_mode
 from runtime.vllm.processes import run_plan
-from runtime.vllm.settings import LauncherSettings, build_parser, parse_settings
+from runtime.vllm.settings import LauncherSettings, parse_settings, termination_log
 
 log = logging.getLogger("runtime.vllm")
 
 EXIT_PRESTART = 3
+EXIT_SETTINGS = 2
 
 
 def find_preset(name: str) -> PresetLike:
@@ -289,9 +296,16 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     args = sys.argv[1:] if argv is None else list(argv)
     try:
         settings = parse_settings(args, os.environ if env is None else env)
+    except FlagError as exc:  # a malformed or out-of-bounds flag: exit 2 before any other I/O
+        _report(termination_log(args), str(exc))
+        return EXIT_SETTINGS
+    except LauncherError as exc:  # settings that do not fit together (topology, ports)
+        _report(termination_log(args), str(exc))
+        return EXIT_PRESTART
+    try:
         plan = make_plan(settings)
     except (LauncherError, AdapterError) as exc:
-        _report(build_parser().parse_args(args).termination_log, str(exc))
+        _report(termination_log(args), str(exc))
         return EXIT_PRESTART
     text = json.dumps(plan.to_json(), indent=2)
     if settings.dry_run:

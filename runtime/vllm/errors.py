@@ -16,6 +16,10 @@ class SettingsError(LauncherError):
     """A setting is missing or inconsistent (topology, ports, names)."""
 
 
+class FlagError(SettingsError):
+    """A flag's value is malformed or out of bounds (exit 2, before any I/O)."""
+
+
 class PresetError(LauncherError):
     """The preset is unknown or its description is malformed."""
 

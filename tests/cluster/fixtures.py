@@ -50,6 +50,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.cluster)
+        # One rule for `slow` (what `make test-fast` skips): a test that starts a control plane,
+        # builds images or starts a real node is slow, marked or not.
+        heavy = ("cluster", "images", "real_node_first")
+        if any(item.get_closest_marker(m) for m in heavy) and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
     # Tests that start their own real node (marked `real_node_first`) run before the session's
     # `real_cluster` exists: only one real node fits on a machine.
     items.sort(key=lambda item: item.get_closest_marker("real_node_first") is None)

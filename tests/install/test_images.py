@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from reconciler import settings as reconciler_settings
 from tests.install.images import (
     Dockerfile,
     closure,
@@ -60,15 +61,6 @@ def _image_distributions(df: Dockerfile) -> set[str]:
     return closure("vllm")  # what vLLM's image brings, from the pinned vllm's metadata
 
 
-def _vllm_landed() -> bool:
-    return (ROOT / "runtime" / "vllm" / "__main__.py").is_file()
-
-
-def _skip_unlanded(name: str) -> None:
-    if name == "vllm" and not _vllm_landed():
-        pytest.skip("runtime/vllm (the vLLM launcher) has not landed on this branch")
-
-
 @pytest.mark.parametrize("name", DOCKERFILES)
 def test_the_base_image_is_pinned(name: str) -> None:
     df = dockerfile(name)
@@ -85,7 +77,6 @@ def test_the_base_image_is_pinned(name: str) -> None:
 
 @pytest.mark.parametrize("name", DOCKERFILES)
 def test_every_copied_path_exists(name: str) -> None:
-    _skip_unlanded(name)
     df = dockerfile(name)
     assert df.copies, name
     for source in df.copied_sources():
@@ -171,7 +162,6 @@ def test_the_runtime_images_carry_their_ml_stack() -> None:
 
 @pytest.mark.parametrize("name", DOCKERFILES)
 def test_every_import_of_the_copied_code_is_in_the_image(name: str) -> None:
-    _skip_unlanded(name)
     df = dockerfile(name)
     provided = modules_of(_image_distributions(df))
     imports = third_party_imports(_copied_code(df))
@@ -192,8 +182,6 @@ def _allowed(df: Dockerfile) -> set[str]:
 
 @pytest.mark.parametrize("name", ["webhook", "reconciler"])
 def test_the_deployment_commands_start_in_the_controller_image(name: str) -> None:
-    if name == "reconciler" and not (ROOT / "reconciler" / "__main__.py").is_file():
-        pytest.skip("the reconciler has not landed on this branch")
     deployment = find(install_objects(), "Deployment", "kaito-controller")
     module = command_module(container(deployment, name))
     assert module == name
@@ -218,7 +206,6 @@ def test_the_guard_refuses_what_the_image_lacks() -> None:
     ],
 )
 def test_the_runtime_commands_start_in_their_images(name: str, module: str) -> None:
-    _skip_unlanded(name)
     out = guarded_run(module, ["--help"], _allowed(dockerfile(name)), timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
 
@@ -237,9 +224,9 @@ def _containers(node: object) -> Iterator[dict[str, Any]]:
 def test_the_reconciler_runs_the_modules_the_runtime_images_hold() -> None:
     """Every inference container the reconciler renders (its golden files) runs
     ``python -m MODULE`` where MODULE is copied into the image of that runtime."""
-    settings = pytest.importorskip("reconciler.settings", reason="the reconciler has not landed")
-    assert settings.DEFAULT_VLLM_IMAGE.startswith("ghcr.io/kaito-py/vllm:")
-    assert settings.DEFAULT_TRANSFORMERS_IMAGE.startswith("ghcr.io/kaito-py/transformers:")
+    assert reconciler_settings.DEFAULT_VLLM_IMAGE.startswith("ghcr.io/kaito-py/vllm:")
+    transformers_image = reconciler_settings.DEFAULT_TRANSFORMERS_IMAGE
+    assert transformers_image.startswith("ghcr.io/kaito-py/transformers:")
     seen = set()
     for golden in sorted((ROOT / "tests" / "reconciler" / "golden").glob("*.json")):
         for c in _containers(json.loads(golden.read_text())):

@@ -48,6 +48,7 @@ from tests.install.manifests import (
     find,
     install_objects,
 )
+from tests.support import fake_cloud
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -452,8 +453,6 @@ def _conditions(ws: dict[str, Any] | None) -> dict[str, str]:
 def test_the_reconciler_serves_a_workspace_with_its_service_accounts_token_alone(
     installed: ControlPlane, webhook: Process, sa_kc: Path, tmp_path: Path
 ) -> None:
-    pytest.importorskip("reconciler.app", reason="the reconciler has not landed")
-    fake_cloud = pytest.importorskip("tests.support.fake_cloud", reason="no fake cloud yet")
     cp = installed
     name, namespace = "workspace-falcon-7b", "team-b"
     identity = "kaito-controller-test-0"  # POD_NAME → KAITO_RECONCILER_IDENTITY

@@ -15,7 +15,7 @@ from api.config import CONFIG_KEYS, parse_config
 from api.crd import NODECLAIM_CRD_FILE, WORKSPACE_CRD_FILE
 from api.presets import load_presets
 from api.skus import load_skus
-from certs.settings import CertSettings
+from reconciler.settings import Settings as ReconcilerSettings
 from tests.install.manifests import (
     MANIFESTS,
     NAMESPACE,
@@ -69,11 +69,15 @@ def test_the_kustomization_installs_everything_but_the_test_only_nodeclaim_crd(
     assert WORKSPACE_CRD_FILE in names
     # Karpenter owns nodeclaims.karpenter.sh on a real cluster; ours is a minimal test copy.
     assert NODECLAIM_CRD_FILE not in names
-    for o in objs:
-        if o["kind"] not in {"Namespace", "CustomResourceDefinition", "ClusterRole"} and not o[
-            "kind"
-        ].endswith(("WebhookConfiguration", "ClusterRoleBinding")):
-            assert o["metadata"].get("namespace") == NAMESPACE, o["metadata"]
+    namespaced = [
+        o
+        for o in objs
+        if o["kind"] not in {"Namespace", "CustomResourceDefinition", "ClusterRole"}
+        and not o["kind"].endswith(("WebhookConfiguration", "ClusterRoleBinding"))
+    ]
+    assert {"Deployment", "Service", "Role", "RoleBinding"} <= {o["kind"] for o in namespaced}
+    for o in namespaced:
+        assert o["metadata"].get("namespace") == NAMESPACE, o["metadata"]
 
 
 def test_the_controller_pod_is_hardened(deployment: Obj) -> None:
@@ -130,7 +134,7 @@ def test_the_webhook_container_settings_match_the_other_objects(
         config["metadata"]["name"],
     )
 
-    certs = CertSettings.from_env(env)  # the certificate manager's own parser
+    certs = settings.certs  # the certificate manager's, nested in the webhook's settings
     service = find(objs, "Service", "kaito-webhook")
     assert certs.namespace == service["metadata"]["namespace"] == NAMESPACE
     assert certs.service_name == service["metadata"]["name"]
@@ -146,6 +150,7 @@ def test_the_webhook_container_settings_match_the_other_objects(
     ):
         assert names == (settings.webhook_name,)
         wc = find(objs, kind, settings.webhook_name)
+        assert wc["webhooks"], f"{kind} {settings.webhook_name} has no webhooks"
         for hook in wc["webhooks"]:
             assert hook["failurePolicy"] == "Fail"
             assert 1 <= hook["timeoutSeconds"] <= 10
@@ -174,11 +179,10 @@ def test_the_webhook_container_settings_match_the_other_objects(
 def test_the_reconciler_container_settings_match_the_other_objects(
     objs: list[Obj], deployment: Obj
 ) -> None:
-    rsettings = pytest.importorskip("reconciler.settings", reason="the reconciler has not landed")
     c = container(deployment, "reconciler")
     assert command_module(c) == "reconciler"
     env = container_env(c, pod="kaito-controller-abc")
-    settings = rsettings.Settings.from_sources(c.get("args") or [], env)
+    settings = ReconcilerSettings.from_sources(c.get("args") or [], env)
     assert settings.kubeconfig == ""  # in-cluster service account
     assert settings.namespace == ""  # every namespace
     assert settings.leader_elect is True
@@ -200,6 +204,7 @@ def test_the_reconciler_container_settings_match_the_other_objects(
 
 def test_rbac_has_no_wildcards_and_keeps_secrets_in_the_namespace(objs: list[Obj]) -> None:
     for kind in ("Role", "ClusterRole"):
+        assert rules(objs, kind, DEPLOYMENT), f"the {kind} {DEPLOYMENT} has no rules"
         for rule in rules(objs, kind, DEPLOYMENT):
             for key in ("apiGroups", "resources", "verbs", "resourceNames"):
                 assert "*" not in (rule.get(key) or []), (kind, rule)
@@ -242,13 +247,18 @@ def test_rbac_has_no_wildcards_and_keeps_secrets_in_the_namespace(objs: list[Obj
         ]
 
 
-def test_every_rbac_rule_says_which_calls_need_it() -> None:
+def test_every_rbac_rule_says_which_calls_need_it(objs: list[Obj]) -> None:
     text = (MANIFESTS / "controller" / "rbac.yaml").read_text()
     # Each "  - apiGroups:" rule item is preceded by a comment line.
     lines = text.splitlines()
-    for i, line in enumerate(lines):
-        if line.startswith("  - apiGroups:"):
-            assert lines[i - 1].lstrip().startswith("#"), f"rbac.yaml:{i + 1} has no comment"
+    starts = [i for i, line in enumerate(lines) if line.startswith("  - apiGroups:")]
+    # Every rule of the parsed Roles is one of those lines (none written another way, none
+    # missed): the check below cannot pass on a file it does not recognise.
+    parsed = rules(objs, "Role", DEPLOYMENT) + rules(objs, "ClusterRole", DEPLOYMENT)
+    assert len(starts) == len(parsed) > 0, (len(starts), len(parsed))
+    for i in starts:
+        assert i > 0, "rbac.yaml starts with a rule, not its comment"
+        assert lines[i - 1].lstrip().startswith("#"), f"rbac.yaml:{i + 1} has no comment"
 
 
 def test_the_pod_disruption_budget_keeps_one_controller(objs: list[Obj], deployment: Obj) -> None:
@@ -288,6 +298,7 @@ def test_the_admin_configmap_documents_every_setting_and_parses(objs: list[Obj])
     parse_config(data, presets=presets, skus=skus)
     text = CONFIG_FILE.read_text()
     examples = _commented_examples()
+    assert examples, f"{CONFIG_FILE.name} has no commented `# key: value` examples"
     for key in CONFIG_KEYS:
         # Each key has a paragraph of its own: "# key — what it does ... Default: ...".
         assert re.search(rf"^  # {key} — .*(\n  # .*)*Default: ", text, re.M), key

@@ -250,7 +250,7 @@ def test_settings() -> None:
     assert (s.port, s.host, s.dtype, s.allow_download) == (6000, "127.0.0.1", "auto", False)
     with pytest.raises(SettingsError, match="expected NAME=DIR"):
         LocalSettings.from_argv(["run", "ws.yaml", "--adapter-dir", "nodir"])
-    with pytest.raises(SettingsError, match="--port=70000 is out of bounds"):
+    with pytest.raises(SettingsError, match="--port='70000': above the maximum 65535; use a"):
         LocalSettings.from_argv(["run", "ws.yaml", "--port", "70000"])
 
 

@@ -1,15 +1,16 @@
 """Golden files of the pure functions: node plans, NodeClaims and workloads for the examples.
 
-Regenerate after an intended change with ``python -m tests.reconciler.goldens --update`` and
-review the diff.
+Regenerate after an intended change with ``python -m tests.support.goldens --update`` (the
+suite's one golden mechanism; ``python -m tests.reconciler.goldens --update`` does this suite only)
+and review the diff.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from reconciler.observe import slim
 from reconciler.workload import Images, render
 from tests.cluster.nodes import fake_gpu_node
 from tests.reconciler import examples
+from tests.support import goldens
 
 GOLDEN = Path(__file__).parent / "golden"
 IMAGES = Images(
@@ -102,19 +104,14 @@ def dump(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=True) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--update", action="store_true", help="rewrite the golden files")
-    args = p.parse_args(argv)
-    changed = 0
+def golden_files() -> Iterator[tuple[Path, str]]:
+    """Every golden file of this suite and the text it must hold (for ``tests.support.goldens``)."""
     for name in examples.ALL:
-        text = dump(case(name))
-        if not path(name).exists() or path(name).read_text() != text:
-            changed += 1
-            print(f"{'updating' if args.update else 'differs'}: {path(name)}")
-            if args.update:
-                path(name).write_text(text)
-    return 1 if changed and not args.update else 0
+        yield path(name), dump(case(name))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return goldens.main(argv, suites=(__name__,))
 
 
 if __name__ == "__main__":

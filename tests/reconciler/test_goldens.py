@@ -7,13 +7,12 @@ import json
 import pytest
 
 from tests.reconciler import examples, goldens
+from tests.support.goldens import assert_golden
 
 
 @pytest.mark.parametrize("name", list(examples.ALL))
 def test_render_matches_golden(name: str) -> None:
-    got = goldens.dump(goldens.case(name))
-    want = goldens.path(name).read_text()
-    assert got == want, f"run `python -m tests.reconciler.goldens --update` and review {name}"
+    assert_golden(goldens.path(name), goldens.dump(goldens.case(name)))
 
 
 def test_seed_examples_have_the_documented_shape() -> None:

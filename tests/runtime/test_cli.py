@@ -50,7 +50,10 @@ def test_help_and_openapi() -> None:
 def test_bad_option_exits_2() -> None:
     result = run_cli("--port", "0")
     assert result.returncode == 2
-    assert "--port: 0 is below the minimum 1" in result.stderr
+    assert "--port='0': below the minimum 1; use a value from 1 to 65535" in result.stderr
+    bad_number = run_cli("--max-num-seqs", "many")
+    assert bad_number.returncode == 2
+    assert "--max-num-seqs='many': not a whole number" in bad_number.stderr
 
 
 @pytest.mark.slow

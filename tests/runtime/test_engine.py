@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -50,6 +50,16 @@ class Collector:
     def wait(self) -> None:
         assert self.done.wait(120), "the engine did not finish the job"
         assert not self.errors
+
+    def wait_for(self, condition: Callable[[], bool], what: str, *, polls: int = 12_000) -> None:
+        """Poll ``condition`` every 10 ms, at most ``polls`` times (2 minutes): fail, never
+        hang, when it does not come true, or when the job finishes first."""
+        for _ in range(polls):
+            if condition():
+                return
+            assert not self.done.is_set(), f"the job finished before {what}: {self.reasons}"
+            self.done.wait(0.01)
+        pytest.fail(f"{what} did not happen within {polls} polls of 10 ms")
 
 
 def make_engine(loaded: LoadedModel, **overrides: Any) -> Engine:
@@ -228,8 +238,7 @@ def test_cancel_frees_the_rows(loaded_tiny: LoadedModel, engine: Engine) -> None
     eos = loaded_tiny.limits.eos_token_ids
     sink = Collector()
     job = engine.submit(encode(loaded_tiny, PROMPTS[0]), greedy(400, (), min_new_tokens=0), 1, sink)
-    while not sink.tokens[0]:
-        sink.done.wait(0.01)
+    sink.wait_for(lambda: bool(sink.tokens[0]), "a first token")
     assert engine.running_rows == 1
     engine.cancel(job)
     sink.wait()
@@ -248,8 +257,7 @@ def test_queue_bound_refuses_with_overloaded(loaded_tiny: LoadedModel) -> None:
         prompt = encode(loaded_tiny, PROMPTS[0])
         running = Collector()
         eng.submit(prompt, greedy(300, ()), 1, running)
-        while eng.running_rows == 0:
-            running.done.wait(0.01)
+        running.wait_for(lambda: eng.running_rows > 0, "the first job running")
         queued = Collector()
         eng.submit(prompt, greedy(2, ()), 1, queued)
         with pytest.raises(OverloadedError) as refused:

@@ -4,6 +4,7 @@ from a thread."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import http.client
 import json
@@ -90,6 +91,7 @@ class RunningWebhook:
         handshake (the apiserver otherwise keeps its connections for long)."""
         self.deps: Deps
         self.reloader: FileCertReloader
+        self.reload_task: asyncio.Task[None]
 
     def _run(self, coro: Any, timeout: float = 30) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -105,7 +107,9 @@ class RunningWebhook:
             self.reloader = FileCertReloader(
                 ctx, self.pki.cert_file, self.pki.key_file, self.deps.metrics
             )
-            self.deps.background = (lambda: self.reloader.run(self.settings.tls_reload_seconds),)
+            self.reload_task = asyncio.create_task(
+                self.reloader.run(self.settings.tls_reload_seconds)
+            )
             app = create_app(self.deps)
 
             @web.middleware
@@ -123,6 +127,12 @@ class RunningWebhook:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        async def stop_reloader() -> None:
+            self.reload_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.reload_task
+
+        self._run(stop_reloader())
         self._run(self.runner.cleanup())
         if self.deps.kube is not None:
             self.deps.kube.close()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -30,10 +31,10 @@ def test_defaults_env_and_flags() -> None:
 @pytest.mark.parametrize(
     ("argv", "env", "words"),
     [
-        (["--port", "0"], {}, "--port=0 is below 1"),
-        (["--port", "x"], {}, "port='x' is not a int"),
-        (["--config-poll-seconds", "0"], {}, "--config-poll-seconds=0.0 is below 0.05"),
-        (["--log-level", "LOUD"], {}, "--log-level=LOUD is not one of"),
+        (["--port", "0"], {}, "--port / KAITO_WEBHOOK_PORT='0': below the minimum 1; use a"),
+        (["--port", "x"], {}, "--port / KAITO_WEBHOOK_PORT='x': not a whole number; use a"),
+        (["--config-poll-seconds", "0"], {}, "KAITO_WEBHOOK_CONFIG_POLL_SECONDS='0': below the"),
+        (["--log-level", "LOUD"], {}, "LOG_LEVEL='LOUD': not an allowed value; use one of DEBUG"),
         (["--tls-cert-file", "a.crt"], {}, "--tls-cert-file and --tls-key-file go together"),
         (
             ["--register", "--tls-cert-file", "c", "--tls-key-file", "k"],
@@ -41,7 +42,10 @@ def test_defaults_env_and_flags() -> None:
             "--register with --tls-cert-file needs --ca-file",
         ),
         (["--no-kube"], {}, "no serving certificate: pass --tls-cert-file"),
-        ([], {"KAITO_WEBHOOK_NO_KUBE": "maybe"}, "is not a boolean"),
+        ([], {"KAITO_WEBHOOK_NO_KUBE": "maybe"}, "NO_KUBE='maybe': not a boolean; use true or"),
+        ([], {"KAITO_WEBHOOK_PORT": "70000"}, "PORT='70000': above the maximum 65535; use a"),
+        ([], {"KAITO_CERTS_CHECK_INTERVAL": "soon"}, "KAITO_CERTS_CHECK_INTERVAL='soon': "),
+        ([], {"KAITO_CERTS_NAMESPACE": "A_B"}, "KAITO_CERTS_NAMESPACE='A_B': not a DNS-1123"),
         (["--register", "--no-kube"], {}, "--register needs Kubernetes access"),
     ],
 )
@@ -54,7 +58,7 @@ def test_every_setting_has_a_description() -> None:
     import dataclasses
 
     for f in dataclasses.fields(Settings):
-        assert f.metadata["help"].endswith("."), f.name
+        assert f.metadata["spec"].help.endswith("."), f.name
 
 
 def test_help_runs() -> None:
@@ -70,17 +74,22 @@ def test_help_runs() -> None:
         check=False,
     )
     assert bad.returncode == 2
-    assert "--port=-1 is below 1" in bad.stderr
+    assert "--port / KAITO_WEBHOOK_PORT='-1': below the minimum 1" in bad.stderr
 
 
-def test_certificate_manager_settings_come_from_the_environment() -> None:
-    from webhook.serving_tls import cert_settings
-
-    s = load_settings([], env={})
-    cs = cert_settings(s, {"KAITO_CERTS_NAMESPACE": "team-a", "KAITO_CERTS_SERVING_VALIDITY": "7d"})
+def test_certificate_manager_settings_nest_in_the_webhooks() -> None:
+    env = {"KAITO_CERTS_NAMESPACE": "team-a", "KAITO_CERTS_SERVING_VALIDITY": "7d"}
+    s = load_settings(["--webhook-name", "hooks"], env=env)
+    cs = s.certs
     assert cs.namespace == "team-a"
-    assert cs.mutating_webhook_configurations == (s.webhook_name,)
-    assert cs.validating_webhook_configurations == (s.webhook_name,)
+    assert cs.serving_validity == timedelta(days=7)
+    assert cs.mutating_webhook_configurations == ("hooks",)
+    assert cs.validating_webhook_configurations == ("hooks",)
     assert "127.0.0.1" in cs.ip_addresses
+    only = load_settings([], env={"KAITO_CERTS_MUTATING_WEBHOOK_CONFIGURATIONS": "a"}).certs
+    assert (only.mutating_webhook_configurations, only.validating_webhook_configurations) == (
+        ("a",),
+        (),
+    )
     with pytest.raises(SettingsError, match="KAITO_CERTS_SERVING_VALIDITY"):
-        cert_settings(s, {"KAITO_CERTS_SERVING_VALIDITY": "soon"})
+        load_settings([], env={"KAITO_CERTS_SERVING_VALIDITY": "soon"})

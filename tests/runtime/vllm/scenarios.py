@@ -1,9 +1,11 @@
 """The golden scenarios: every catalog preset on catalog SKUs, single GPU, multi-GPU, multi-node,
 and with adapters (``auto``: LoRA where vLLM supports it, merged weights otherwise; and merge mode
-for every preset). ``UPDATE_GOLDEN=1 pytest tests/runtime/vllm/test_golden.py`` rewrites them."""
+for every preset). ``python -m tests.support.goldens --update`` rewrites them."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,3 +129,17 @@ def render(scenario: Scenario) -> dict[str, Any]:
         else:
             out[preset.name] = _plan(_request(scenario, preset, 0))
     return out
+
+
+def golden_path(scenario: Scenario) -> Path:
+    return GOLDEN_DIR / f"{scenario.name}.json"
+
+
+def golden_text(scenario: Scenario) -> str:
+    return json.dumps(render(scenario), indent=2, ensure_ascii=False) + "\n"
+
+
+def golden_files() -> Iterator[tuple[Path, str]]:
+    """Every golden file of this suite and the text it must hold (for ``tests.support.goldens``)."""
+    for scenario in SCENARIOS:
+        yield golden_path(scenario), golden_text(scenario)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
 import pytest
 
 from runtime.vllm.cli import detect_hardware
-from runtime.vllm.errors import HardwareError, SettingsError
+from runtime.vllm.errors import FlagError, HardwareError, SettingsError
 from runtime.vllm.inputs import GIB, MIB, AdminDefaults, Topology
 from runtime.vllm.settings import parse_settings
 from tests.runtime.vllm.probe import ROOT
@@ -75,7 +76,22 @@ def test_bad_flag_values_exit_2_with_usage() -> None:
         check=False,
     )
     assert done.returncode == 2
-    assert "port 70000 must be from 1 to 65535" in done.stderr
+    assert "--port='70000': above the maximum 65535; use a value from 1 to 65535" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        ([], "--preset / --preset-file: give exactly one"),
+        (["--preset", "p", "--preset-file", "p.json"], "give exactly one"),
+        (["--preset", "p", "--compute-capability", "eight"], "--compute-capability='eight': not"),
+        (["--preset", "p", "--gpus", "0"], "--gpus='0': below the minimum 1"),
+        (["--preset", "p", "--device", "tpu"], "--device='tpu': not an allowed value; use one"),
+    ],
+)
+def test_bad_flags_name_the_flag_the_value_and_the_fix(argv: list[str], needle: str) -> None:
+    with pytest.raises(FlagError, match=re.escape(needle)):
+        parse_settings(argv, {})
 
 
 def test_help_lists_every_group() -> None:
