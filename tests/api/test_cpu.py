@@ -18,7 +18,7 @@ from api.cpu import (
 )
 from api.defaults import default
 from api.errors import CatalogError, ConfigError
-from api.presets import Preset, load_presets
+from api.presets import Preset, PresetCatalog, load_presets
 from api.sizing import NoFit, fitting_skus
 from api.skus import GIB, GpuSku, load_skus, parse_skus
 from api.validation import NodeFacts, ValidationContext, validate_create
@@ -211,7 +211,7 @@ def test_vllm_on_cpu_refuses_a_head_dim_without_a_kernel_and_transformers_serves
     qwen = PRESETS.get("qwen2.5-0.5b-instruct")
     assert qwen is not None
     odd = dataclasses.replace(qwen, name="qwen-head16", head_dim=16)
-    ctx = dataclasses.replace(CTX, presets=PRESETS.with_presets([odd]))
+    ctx = dataclasses.replace(CTX, presets=PresetCatalog([*PRESETS, odd]))
     (err,) = validate_create(default(workspace("qwen-head16", "Standard_D8s_v5")), ctx)
     assert err.field == "metadata.annotations[kaito.sh/runtime]"
     assert "no attention kernel for qwen-head16's head_dim 16" in str(err)
@@ -255,7 +255,7 @@ def test_a_cpu_node_that_cuts_the_context_warns() -> None:
     six = dataclasses.replace(SMALL, name="cpu-6g", memory_mib=6144)
     ctx = dataclasses.replace(
         ValidationContext.default(AdminConfig(extra_skus=(six,))),
-        presets=PRESETS.with_presets([LONG]),
+        presets=PresetCatalog([*PRESETS, LONG]),
     )
     (warning,) = _warnings(workspace("qwen-long", "cpu-6g"), ctx)
     assert "qwen-long will serve at most 43690 tokens of context on cpu-6g" in warning
