@@ -47,7 +47,11 @@ def build_controller(
                 inference_configs=c.inference_configs,
             ),
             Options(
-                images=Images(vllm=settings.vllm_image, transformers=settings.transformers_image),
+                images=Images(
+                    vllm=settings.vllm_image,
+                    transformers=settings.transformers_image,
+                    vllm_cpu=settings.vllm_cpu_image,
+                ),
                 node_class=NodeClassRef(
                     settings.node_class_group, settings.node_class_kind, settings.node_class_name
                 ),

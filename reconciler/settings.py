@@ -16,6 +16,7 @@ from typing import Any
 from api import settings_spec
 from api.settings_spec import setting
 from reconciler.errors import SettingsError
+from reconciler.workload import DEFAULT_VLLM_CPU_IMAGE
 
 ENV_PREFIX = "KAITO_RECONCILER_"
 
@@ -88,6 +89,10 @@ class Settings:
     )
     transformers_image: str = _f(
         DEFAULT_TRANSFORMERS_IMAGE, "transformers runtime image when the admin ConfigMap sets none"
+    )
+    vllm_cpu_image: str = _f(
+        DEFAULT_VLLM_CPU_IMAGE,
+        "vLLM image of CPU Workspaces (vllm-cpu) when the admin ConfigMap sets no vllmCpuImage",
     )
     node_class_group: str = _f(
         "karpenter.azure.com", "NodeClaim spec.nodeClassRef.group (the cloud's NodeClass API)"
