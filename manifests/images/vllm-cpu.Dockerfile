@@ -33,6 +33,9 @@ WORKDIR /app
 # Only the vLLM launcher, the adapter code and the preset catalog the launcher plans from.
 COPY runtime/__init__.py runtime/py.typed /app/runtime/
 COPY runtime/vllm/ /app/runtime/vllm/
+# The /chat front's request parsing and planning, shared with the transformers runtime.
+COPY runtime/server/__init__.py runtime/server/errors.py runtime/server/planning.py runtime/server/protocol.py runtime/server/sampling.py runtime/server/schema.py \
+     /app/runtime/server/
 COPY runtime/adapters/ /app/runtime/adapters/
 COPY api/ /app/api/
 

@@ -20,7 +20,7 @@ import ast
 import re
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -172,6 +172,57 @@ def third_party_imports(paths: Iterable[Path], *, ours: bool = False) -> dict[st
                     if top in sys.stdlib_module_names or (top in PROJECT_PACKAGES) != ours:
                         continue
                     found.setdefault(top, set()).add(str(file.relative_to(ROOT)))
+    return found
+
+
+def module_files(module: str) -> list[str]:
+    """The repository paths that can hold ``module`` (``a/b.py`` or ``a/b/__init__.py``)."""
+    base = module.replace(".", "/")
+    return [f"{base}.py", f"{base}/__init__.py"]
+
+
+def is_copied(path: str, copied_sources: Iterable[str]) -> bool:
+    """True when a COPY source is ``path`` itself or a folder above it."""
+    return any(
+        path == s or (s.endswith("/") and path.startswith(s)) or path.startswith(s + "/")
+        for s in copied_sources
+    )
+
+
+def uncopied_modules(paths: Iterable[Path], copied_sources: Sequence[str]) -> dict[str, set[str]]:
+    """``{module: {files importing it}}`` for our modules (``PROJECT_PACKAGES``) that the copied
+    code imports but the image does not copy: ``python -m`` would fail in the image with
+    ``ModuleNotFoundError`` (a top-level check alone misses a missing ``runtime/server``)."""
+    found: dict[str, set[str]] = {}
+    for root in paths:
+        files = [root] if root.is_file() else sorted(root.rglob("*.py"))
+        for file in files:
+            if file.suffix != ".py":
+                continue
+            tree = ast.parse(file.read_text(), str(file))
+            skip = _type_checking_nodes(tree)
+            for node in ast.walk(tree):
+                if id(node) in skip:
+                    continue
+                modules: list[str] = []
+                if isinstance(node, ast.Import):
+                    modules = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    modules = [node.module]
+                    # `from pkg import sub`: sub may be a module of its own.
+                    modules += [
+                        f"{node.module}.{a.name}"
+                        for a in node.names
+                        if any(
+                            (ROOT / f).is_file() for f in module_files(f"{node.module}.{a.name}")
+                        )
+                    ]
+                for module in modules:
+                    if module.split(".")[0] not in PROJECT_PACKAGES:
+                        continue
+                    candidates = [f for f in module_files(module) if (ROOT / f).is_file()]
+                    if candidates and not any(is_copied(f, copied_sources) for f in candidates):
+                        found.setdefault(module, set()).add(str(file.relative_to(ROOT)))
     return found
 
 

@@ -23,6 +23,7 @@ from tests.install.images import (
     parse_dockerfile,
     requirement_pins,
     third_party_imports,
+    uncopied_modules,
 )
 from tests.install.manifests import (
     IMAGES,
@@ -171,6 +172,8 @@ def test_every_import_of_the_copied_code_is_in_the_image(name: str) -> None:
     ours = third_party_imports(_copied_code(df), ours=True)
     uncopied = {m: sorted(files)[:3] for m, files in ours.items() if m not in copied}
     assert not uncopied, f"{name} image lacks our packages {uncopied}"
+    modules = uncopied_modules(_copied_code(df), df.copied_sources())
+    assert not modules, f"{name} image lacks our modules {modules}"
     if name == "controller":
         assert not set(imports) & set(ML)
 
