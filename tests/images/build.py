@@ -6,7 +6,9 @@
   passed through its ``PYTHON_IMAGE`` build argument.
 * ``ensure_model_image(...)`` / ``ensure_adapter_image(...)``: a private preset image (weights at
   ``/workspace/weights``, FROM the runtime image) and an adapter image (PEFT files under
-  ``/data``), from ``model.Containerfile`` / ``adapter.Containerfile``.
+  ``/data``): what ``model.Containerfile`` / ``adapter.Containerfile`` build; the model image
+  by appending that Containerfile's one layer to the runtime's archive (``ociappend``), not by
+  buildah, which would recompress the runtime's gigabytes of layers.
 
 Each result is an OCI archive ``<cache>/<name>-<key>.oci.tar`` (what ``ctr -n k8s.io images
 import`` takes) whose image is named ``localhost/kaito-py/<name>:<key>`` (never ``latest``, so
@@ -295,11 +297,13 @@ def _build(
     name: str,
     key: str,
     root: Path,
-    make: Callable[[Buildah, str], None],
+    make: Callable[[Buildah, str], None] | None,
     *,
     replaces_older: bool = True,
+    write: Callable[[Path, str], None] | None = None,
 ) -> BuiltImage:
-    """Build with ``make(buildah, tag)`` unless cached; export, record, drop older versions."""
+    """Build with ``make(buildah, tag)`` unless cached; export, record, drop older versions.
+    With ``write(archive, tag)`` instead, no buildah: it writes the archive itself."""
     found = _cached(name, key, root)
     if found is not None:
         return found
@@ -315,26 +319,36 @@ def _build(
         tag = f"{REPOSITORY}/{name}:{key}"
         say(f"building {tag} (first time for these inputs; cached afterwards)")
         started = time.monotonic()
-        buildah = Buildah(Path(tempfile.mkdtemp(prefix=f"build-{name}-", dir=root)))
         archive = root / f"{name}-{key}.oci.tar"
         partial = archive.with_suffix(".partial")
-        try:
-            buildah.pick_driver()
-            make(buildah, tag)
-            partial.unlink(missing_ok=True)
-            buildah.push(tag, partial)
-        finally:
-            buildah.close()
+        partial.unlink(missing_ok=True)
+        if write is not None:
+            driver = "oci-append"
+            try:
+                write(partial, tag)
+            except BaseException:
+                partial.unlink(missing_ok=True)
+                raise
+        else:
+            assert make is not None
+            buildah = Buildah(Path(tempfile.mkdtemp(prefix=f"build-{name}-", dir=root)))
+            try:
+                buildah.pick_driver()
+                make(buildah, tag)
+                buildah.push(tag, partial)
+            finally:
+                buildah.close()
+            driver = buildah.driver
         partial.rename(archive)
         seconds = round(time.monotonic() - started, 1)
-        info = {"ref": tag, "build_seconds": seconds, "driver": buildah.driver}
+        info = {"ref": tag, "build_seconds": seconds, "driver": driver}
         (root / f"{name}-{key}.json").write_text(json.dumps(info, indent=2) + "\n")
         for old in root.glob(f"{name}-*.oci.tar") if replaces_older else ():
             if old != archive and old.name[len(name) + 1 :].count("-") == 0:
                 old.unlink(missing_ok=True)
                 old.with_suffix("").with_suffix(".json").unlink(missing_ok=True)
         size = archive.stat().st_size
-        say(f"built {tag} in {seconds:.0f} s ({size / 1e6:.0f} MB archive, {buildah.driver})")
+        say(f"built {tag} in {seconds:.0f} s ({size / 1e6:.0f} MB archive, {driver})")
         return BuiltImage(name, tag, archive, key, size, seconds, reused=False)
 
 
@@ -456,7 +470,11 @@ def ensure_model_image(
     root: Path | None = None,
 ) -> BuiltImage:
     """A private preset image: ``runtime``'s image plus the Hugging Face folder ``weights`` at
-    ``/workspace/weights`` (the convention of manifests/images/README.md)."""
+    ``/workspace/weights`` (the convention of manifests/images/README.md), i.e. what
+    ``model.Containerfile`` builds, written by appending its one layer to the runtime's archive
+    (``ociappend``: no unpacking and recompressing the runtime's gigabytes)."""
+    from tests.images import ociappend
+
     root = root or cache_dir()
     if not (weights / "config.json").is_file():
         raise ImageError(f"{weights}: not a Hugging Face model folder (no config.json)")
@@ -465,24 +483,33 @@ def ensure_model_image(
     key = hash_inputs(
         [
             ("builder", BUILDER_VERSION.encode()),
+            ("method", b"oci-append-1"),
             ("containerfile", containerfile.read_bytes()),
             ("runtime", runtime_image.key.encode()),
             *[(f"weights/{k}", v) for k, v in file_parts(weights, ["."])],
         ]
     )
+    uid, gid = (int(x) for x in RUNTIME_USER.split(":"))
+    target = WEIGHTS_DIR.strip("/")
 
-    def make(buildah: Buildah, tag: str) -> None:
-        context = buildah.workdir / "context"
-        _copy_tree(weights, context / "weights")
-        buildah.bud(
-            containerfile,
-            context,
-            tag,
-            {"RUNTIME_IMAGE": f"oci-archive:{runtime_image.archive}"},
-            None,
+    def write(archive: Path, tag: str) -> None:
+        files = {f"{target}/{f.relative_to(weights)}": f for f in tree_files(weights)}
+        dirs = {target.split("/")[0]: (0, 0), target: (uid, gid)}
+        for path in files:
+            parent = path.rsplit("/", 1)[0]
+            while parent != target and parent not in dirs:
+                dirs[parent] = (uid, gid)
+                parent = parent.rsplit("/", 1)[0]
+        ociappend.append_layer(
+            runtime_image.archive,
+            archive,
+            ref=tag,
+            files=files,
+            dirs=dirs,
+            created_by=f"COPY --chown={RUNTIME_USER} weights/ {WEIGHTS_DIR}/",
         )
 
-    return _build(name, key, root, make, replaces_older=False)
+    return _build(name, key, root, None, replaces_older=False, write=write)
 
 
 def ensure_adapter_image(

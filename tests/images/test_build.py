@@ -133,3 +133,108 @@ def test_a_failing_build_names_the_dockerfile_and_the_step(tmp_path: Path) -> No
     assert message.startswith(f"building {dockerfile} failed at STEP 3/4: RUN python -c")
     assert "no such package: kaito-missing" in message  # the step's own output follows
     assert not work.exists()
+
+
+def test_the_vllm_cpu_key_covers_what_the_image_copies_and_nothing_else() -> None:
+    """Only the image's real inputs: the lock it installs and the code it copies (the six
+    runtime.server modules the /chat front imports, not the transformers runtime); the lock's
+    sources (vllm-cpu.in, overrides) and other code leave the key alone."""
+    sources = parse_dockerfile(IMAGES / "vllm-cpu.Dockerfile").copied_sources()
+    parts = dict(build.file_parts(ROOT, sources))
+    assert "manifests/images/vllm-cpu.requirements.txt" in parts
+    assert "runtime/vllm/__main__.py" in parts
+    assert "runtime/server/schema.py" in parts
+    assert "api/data/presets.yaml" in parts
+    assert not [p for p in parts if p.startswith(("runtime/server/app", "tests/", "webhook/"))]
+    assert "manifests/images/vllm-cpu.in" not in parts
+    assert "manifests/images/vllm-cpu.overrides.txt" not in parts
+
+
+def _oci_archive(path: Path) -> bytes:
+    """A one-image OCI archive with one (empty) layer, as buildah writes them."""
+    import gzip
+    import hashlib
+    import io
+    import json
+    import tarfile
+
+    def sha(data: bytes) -> str:
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+
+    layer = gzip.compress(b"\0" * 1024)
+    config = json.dumps({"config": {"User": "1000:1000"}, "rootfs": {"diff_ids": ["x"]}}).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "config": {"digest": sha(config), "size": len(config)},
+            "layers": [{"digest": sha(layer), "size": len(layer)}],
+        }
+    ).encode()
+    index = json.dumps(
+        {
+            "manifests": [
+                {
+                    "digest": sha(manifest),
+                    "annotations": {"org.opencontainers.image.ref.name": "localhost/rt:1"},
+                }
+            ]
+        }
+    ).encode()
+    with tarfile.open(path, "w") as tar:
+        for name, data in [
+            ("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
+            *[(f"blobs/sha256/{sha(d)[7:]}", d) for d in (layer, config, manifest)],
+            ("index.json", index),
+        ]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return layer
+
+
+def test_a_model_image_is_its_runtime_archive_plus_one_layer(tmp_path: Path) -> None:
+    import gzip
+    import hashlib
+    import io
+    import json
+    import tarfile
+
+    from tests.images import ociappend
+
+    runtime_layer = _oci_archive(tmp_path / "rt.tar")
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "config.json").write_text("{}")
+    files = {"workspace/weights/config.json": tmp_path / "w" / "config.json"}
+    dirs = {"workspace": (0, 0), "workspace/weights": (1000, 1000)}
+    for out in ("a.tar", "b.tar"):
+        ociappend.append_layer(
+            tmp_path / "rt.tar", tmp_path / out, ref="localhost/m:2", files=files, dirs=dirs,
+            created_by="COPY weights/",
+        )  # fmt: skip
+    with tarfile.open(tmp_path / "a.tar") as tar:
+
+        def blob(digest: str) -> bytes:
+            member = tar.extractfile("blobs/sha256/" + digest.removeprefix("sha256:"))
+            assert member is not None
+            return member.read()
+
+        index = json.loads(tar.extractfile("index.json").read())  # type: ignore[union-attr]
+        (entry,) = index["manifests"]
+        assert entry["annotations"]["org.opencontainers.image.ref.name"] == "localhost/m:2"
+        manifest = json.loads(blob(entry["digest"]))
+        config = json.loads(blob(manifest["config"]["digest"]))
+        old, new = manifest["layers"]
+        assert blob(old["digest"]) == runtime_layer  # the runtime's layer copied as it was
+        layer = gzip.decompress(blob(new["digest"]))
+        assert config["rootfs"]["diff_ids"] == ["x", "sha256:" + hashlib.sha256(layer).hexdigest()]
+        assert config["config"] == {"User": "1000:1000"}
+        assert manifest["annotations"]["org.opencontainers.image.base.name"] == "localhost/rt:1"
+        with tarfile.open(fileobj=io.BytesIO(layer)) as inner:
+            owners = {m.name: (m.uid, m.gid) for m in inner.getmembers()}
+    assert owners == {
+        "workspace": (0, 0),
+        "workspace/weights": (1000, 1000),
+        "workspace/weights/config.json": (1000, 1000),
+    }
+    # Reproducible: the same inputs give the same image.
+    assert (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
