@@ -32,6 +32,8 @@ WORKDIR /app
 COPY runtime/__init__.py runtime/py.typed runtime/openapi.json /app/runtime/
 COPY runtime/server/ /app/runtime/server/
 COPY runtime/adapters/ /app/runtime/adapters/
+# The settings declaration module the runtime's settings are built from (api/ is pure: no I/O).
+COPY api/__init__.py api/settings_spec.py /app/api/
 
 RUN python -m compileall -q /app \
     && python -m runtime.server --help > /dev/null \

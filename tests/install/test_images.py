@@ -240,12 +240,12 @@ def test_the_reconciler_runs_the_modules_the_runtime_images_hold() -> None:
             if c["image"] == PRIVATE_IMAGE:
                 # A private preset image is FROM its runtime's image (the convention).
                 image = {"runtime.server": "transformers", "runtime.vllm": "vllm"}[command[2]]
-            assert image in ("vllm", "transformers"), (golden.name, c["image"])
+            assert image in ("vllm", "vllm-cpu", "transformers"), (golden.name, c["image"])
             module_dir = Path(*command[2].split("."))
             sources = [Path(s.rstrip("/")) for s in dockerfile(image).copied_sources()]
             assert module_dir in sources, f"{image}.Dockerfile does not copy {module_dir}"
             seen.add(image)
-    assert seen == {"vllm", "transformers"}
+    assert seen == {"vllm", "vllm-cpu", "transformers"}
 
 
 @pytest.mark.parametrize("name", DOCKERFILES)
