@@ -82,7 +82,12 @@ class Server:
     session, children such as vLLM's engine core included)."""
 
     def __init__(
-        self, name: str, argv: list[str], port: int, env: dict[str, str] | None = None
+        self,
+        name: str,
+        argv: list[str],
+        port: int,
+        env: dict[str, str] | None = None,
+        cwd: Path = ROOT,
     ) -> None:
         self.name = name
         self.url = f"http://127.0.0.1:{port}"
@@ -90,7 +95,7 @@ class Server:
         self.log = self.log_path.open("w")
         self.process = subprocess.Popen(
             argv,
-            cwd=ROOT,
+            cwd=cwd,
             stdout=self.log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},

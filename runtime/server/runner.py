@@ -26,8 +26,14 @@ class Generation:
         engine: Engine,
         plans: Sequence[Plan],
         is_disconnected: Callable[[], bool] | None = None,
+        *,
+        incremental: bool = True,
     ) -> None:
+        """``incremental=False``: the consumer only needs the whole result (``/chat``), so a
+        job's events are handed to the event loop once, when a row finishes or fails, instead
+        of once per decode step (one loop wake-up per request rather than per token)."""
         self._engine = engine
+        self._incremental = incremental
         self._plans = list(plans)
         self._is_disconnected = is_disconnected
         self._queue: asyncio.Queue[tuple[int, list[Event]]] = asyncio.Queue()
@@ -48,7 +54,15 @@ class Generation:
             raise
 
     def _sink(self, loop: asyncio.AbstractEventLoop, index: int) -> Callable[[list[Event]], None]:
+        pending: list[Event] = []  # touched only by the engine thread that runs this job
+
         def sink(events: list[Event]) -> None:
+            if not self._incremental:
+                pending.extend(events)
+                if not any(isinstance(e, FinishEvent | ErrorEvent) for e in events):
+                    return
+                events = pending.copy()
+                pending.clear()
             # A closed loop (RuntimeError) means nobody is listening any more.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._queue.put_nowait, (index, events))

@@ -160,7 +160,7 @@ class ChatService:
             prompt_field=prompt_field,
         )
         rows = [[_Row() for _ in range(plan.n)]]
-        generation = Generation(self.engine, [plan], is_disconnected)
+        generation = Generation(self.engine, [plan], is_disconnected, incremental=False)
         generation.start()
         try:
             await _collect(generation, rows)
