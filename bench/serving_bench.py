@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,13 +78,28 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Server:
-    def __init__(self, name: str, argv: list[str], port: int) -> None:
+    """A server process on 127.0.0.1:``port``, in a session of its own (``stop`` ends the whole
+    session, children such as vLLM's engine core included)."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        port: int,
+        env: dict[str, str] | None = None,
+        cwd: Path = ROOT,
+    ) -> None:
         self.name = name
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = Path(tempfile.gettempdir()) / f"kaito-bench-{name}.log"
         self.log = self.log_path.open("w")
         self.process = subprocess.Popen(
-            argv, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ}
+            argv,
+            cwd=cwd,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
         )
 
     async def wait(self, limit: float = 600) -> None:
@@ -105,10 +122,12 @@ class Server:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(60)
+                self.process.wait(120)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)  # anything the server left behind
         self.log.close()
 
 
@@ -119,15 +138,22 @@ async def generated_tokens(url: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-async def load(url: str, prompts: list[str], tokens: int) -> dict[str, Any]:
-    """N concurrent clients, one request each; wall time and per-request latencies."""
+async def load(
+    url: str,
+    prompts: list[str],
+    tokens: int,
+    path: str = "/chat",
+    make_body: Callable[[str, int], dict[str, Any]] = body,
+) -> dict[str, Any]:
+    """N concurrent clients, one request each (``make_body(prompt, tokens)`` to ``path``);
+    wall time and per-request latencies."""
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=3600)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
         async def one(prompt: str) -> float:
             started = time.perf_counter()
-            async with session.post(url + "/chat", json=body(prompt, tokens)) as response:
+            async with session.post(url + path, json=make_body(prompt, tokens)) as response:
                 payload = await response.json()
                 if response.status != 200:
                     raise RuntimeError(f"{url}: {response.status} {payload}")
