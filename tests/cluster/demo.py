@@ -453,7 +453,7 @@ class Demo:
 
     def logs(self) -> None:
         for p in self.procs:
-            print(f"---- {p.name} (last lines of {p.log.name}) ----", file=sys.stderr)
+            print(f"---- {p.name} (last lines of {p.name}.log) ----", file=sys.stderr)
             print(p.tail(), file=sys.stderr)
         if self.cp is not None:
             for name, text in self.cp.logs().items():

@@ -4,6 +4,7 @@
   re-exported here so that tests, the demo and the benchmarks import them from one place;
 * ``wait_until(fn, timeout, what)``: poll until ``fn`` returns something truthy, bounded, failing
   with ``WaitTimeout`` that names what was awaited and the last value seen;
+* ``flocked(path, on_wait)``: hold an exclusive lock on a file shared with other processes;
 * ``Proc``: one command as a real process (its own session, a parent-death signal, so it never
   outlives the test run), its output in a log file or in memory, stopped with SIGTERM and then
   SIGKILL, its exit status kept.
@@ -12,13 +13,14 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Self, TypeVar
 
@@ -30,6 +32,7 @@ __all__ = [
     "ProcExited",
     "WaitTimeout",
     "die_with_parent",
+    "flocked",
     "free_port",
     "python_env",
     "python_module",
@@ -73,6 +76,20 @@ def wait_until(
         if time.monotonic() > deadline:
             raise WaitTimeout(f"timed out after {timeout:g}s waiting for {what}; last: {last!r}")
         time.sleep(every)
+
+
+@contextlib.contextmanager
+def flocked(path: Path, on_wait: Callable[[], None] = lambda: None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created with its folder); when another process
+    holds it, call ``on_wait`` (to say so) and wait for it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            on_wait()
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
 
 
 def python_module(module: str, *args: str) -> list[str]:
