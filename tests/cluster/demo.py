@@ -48,6 +48,7 @@ from tests.support.procs import (
     WaitTimeout,
     free_port,
     python_env,
+    python_module,
     wait_until,
 )
 
@@ -186,24 +187,12 @@ class Demo:
         assert self.cp is not None
         port = free_port()
         say(f"starting the webhook: python -m webhook --register on https://127.0.0.1:{port}")
-        webhook = self.spawn(
-            "webhook",
-            [
-                sys.executable,
-                "-m",
-                "webhook",
-                "--kubeconfig",
-                str(self.cp.kubeconfig),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--register",
-                "--config-namespace",
-                SYSTEM_NAMESPACE,
-            ],
-            env={"KAITO_CERTS_NAMESPACE": SYSTEM_NAMESPACE},
-        )
+        kubeconfig = str(self.cp.kubeconfig)
+        argv = python_module(
+            "webhook", "--kubeconfig", kubeconfig, "--host", "127.0.0.1", "--port", str(port),
+            "--register", "--config-namespace", SYSTEM_NAMESPACE,
+        )  # fmt: skip
+        webhook = self.spawn("webhook", argv, env={"KAITO_CERTS_NAMESPACE": SYSTEM_NAMESPACE})
 
         def refuses_placeholder() -> str:
             out = self.cp.kubectl(  # type: ignore[union-attr]
@@ -226,26 +215,12 @@ class Demo:
 
         metrics = free_port()
         say(f"starting the reconciler: python -m reconciler (health on 127.0.0.1:{metrics})")
-        reconciler = self.spawn(
-            "reconciler",
-            [
-                sys.executable,
-                "-m",
-                "reconciler",
-                "--kubeconfig",
-                str(self.cp.kubeconfig),
-                "--metrics-host",
-                "127.0.0.1",
-                "--metrics-port",
-                str(metrics),
-                "--lease-namespace",
-                SYSTEM_NAMESPACE,
-                "--config-namespace",
-                SYSTEM_NAMESPACE,
-                "--pending-requeue-s",
-                "2",
-            ],
-        )
+        argv = python_module(
+            "reconciler", "--kubeconfig", kubeconfig, "--metrics-host", "127.0.0.1",
+            "--metrics-port", str(metrics), "--lease-namespace", SYSTEM_NAMESPACE,
+            "--config-namespace", SYSTEM_NAMESPACE, "--pending-requeue-s", "2",
+        )  # fmt: skip
+        reconciler = self.spawn("reconciler", argv)
         wait_until(
             lambda: http_status(f"http://127.0.0.1:{metrics}/readyz") == 200,
             90,
@@ -324,21 +299,10 @@ class Demo:
         path = self.workdir / "workspace-local.yaml"
         path.write_text(seed.FALCON_7B_ADAPTERS_FILLED, encoding="utf-8")
         port = free_port()
-        argv = [
-            sys.executable,
-            "-m",
-            "reconciler.local",
-            "run",
-            str(path),
-            "--model",
-            str(model),
-            "--adapter-dir",
-            f"{ADAPTER}={adapter}",
-            "--port",
-            str(port),
-            "--vllm",
-            "off",
-        ]
+        argv = python_module(
+            "reconciler.local", "run", str(path), "--model", str(model),
+            "--adapter-dir", f"{ADAPTER}={adapter}", "--port", str(port), "--vllm", "off",
+        )  # fmt: skip
         say("serving the seed's adapter Workspace on this machine:")
         show(seed.FALCON_7B_ADAPTERS_FILLED)
         show(
