@@ -290,13 +290,17 @@ class Proc:
         return code
 
     def stop(self, timeout: float | None = None) -> int | None:
-        """SIGTERM, then SIGKILL after ``timeout`` (default ``grace_s``); the exit status (None:
-        never started)."""
+        """SIGTERM (to the process group with ``session``), then SIGKILL after ``timeout``
+        (default ``grace_s``); the exit status (None: never started)."""
         if self.popen is None:
             return None
         if self.popen.poll() is None:
-            self.signal(signal.SIGCONT)  # a stopped process cannot handle SIGTERM
-            self.signal(signal.SIGTERM)
+            for sig in (signal.SIGCONT, signal.SIGTERM):  # a stopped process cannot handle TERM
+                with contextlib.suppress(ProcessLookupError):
+                    if self.session:  # and whatever it started in its process group
+                        os.killpg(self.popen.pid, sig)
+                    else:
+                        self.popen.send_signal(sig)
             try:
                 self.popen.wait(self.grace_s if timeout is None else timeout)
             except subprocess.TimeoutExpired:
