@@ -134,3 +134,14 @@ def test_flocked_waits_for_the_holder(tmp_path: Path) -> None:
         assert not acquired.is_set()
     thread.join(30)
     assert acquired.is_set()
+
+
+def test_an_echoed_process_prints_its_lines_and_logs_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "echo.log"
+    proc = Proc("e", [sys.executable, "-c", "print('one'); print('two')"], log=log, echo="  | ")
+    assert proc.start().wait(60) == 0
+    assert proc.lines == ["one", "two"]
+    assert log.read_text() == "one\ntwo\n"
+    assert capsys.readouterr().out == "  | one\n  | two\n"
