@@ -60,7 +60,7 @@ unit: setup
 	$(PY) -m pytest -m "not cluster and not images" $(PYTEST_ARGS)
 
 demo: setup binaries
-	$(PY) -m tests.demo
+	$(PY) -m tests.cluster demo
 
 cluster: setup binaries
 	$(PY) -m tests.cluster up

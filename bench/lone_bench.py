@@ -27,8 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from serving_bench import Server, free_port, load, make_prompts  # noqa: E402
+from serving_bench import Server, load, make_prompts  # noqa: E402
 
+from tests.support.procs import free_port  # noqa: E402
 from tests.support.tiny_model import BENCH_NARROW_SPEC, build_tiny_llama  # noqa: E402
 
 

@@ -34,9 +34,9 @@ sys.path.insert(0, str(REPO))
 
 from reconciler.kube import Kube, load_kubeconfig  # noqa: E402
 from reconciler.resources import DEPLOYMENTS, NODECLAIMS, NODES, WORKSPACES  # noqa: E402
-from tests.cluster.harness import ANNOTATION_FAKE_NODE, ControlPlane, free_port  # noqa: E402
-from tests.reconciler.helpers import die_with_parent  # noqa: E402
+from tests.cluster.harness import ANNOTATION_FAKE_NODE, ControlPlane  # noqa: E402
 from tests.support.fake_cloud import FakeCloud  # noqa: E402
+from tests.support.procs import die_with_parent, free_port  # noqa: E402
 
 NAMESPACE = "bench"
 
@@ -60,7 +60,7 @@ def start_kwok_with_node_leases(cp: ControlPlane) -> None:
     marks nodes NotReady, and KWOK never makes their Pods Ready again."""
     assert cp.binaries is not None
     # The harness's process spawner: KWOK dies with us and logs in cp.dir.
-    cp._spawn(
+    cp.spawn(
         "kwok",
         [
             str(cp.binaries.kwok),
@@ -186,7 +186,7 @@ def run(n: int, idle_s: float, timeout_s: float) -> dict[str, Any]:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONPATH": str(REPO)},
-                preexec_fn=die_with_parent,  # noqa: PLW1509 - only a prctl call
+                preexec_fn=die_with_parent(signal.SIGKILL),  # noqa: PLW1509 - only a prctl call
             )
             try:
                 deadline = time.monotonic() + 60

@@ -147,8 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     from kubernetes import client
 
-    from tests.cluster.harness import ControlPlane, free_port
-    from tests.webhook.cluster_support import install_crds, wait_until
+    from tests.cluster.harness import ControlPlane
+    from tests.support.procs import free_port, wait_until
+    from tests.webhook.cluster_support import install_crds
     from tests.webhook.support import make_pki
 
     results: dict[str, Any] = {

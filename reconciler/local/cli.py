@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import textwrap
@@ -41,7 +40,7 @@ from reconciler.local.plan import (
     parse_manifest,
     with_vllm_cpu,
 )
-from reconciler.local.process import Child
+from reconciler.local.process import Child, free_port
 from reconciler.local.settings import PROG, LocalSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -112,13 +111,6 @@ def child_env() -> dict[str, str]:
         parts = [str(PROJECT_ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))
     return env
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1" if host in ("0.0.0.0", "::") else host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def choose_server(plan: LocalPlan, options: LocalOptions, vllm: str, workdir: Path) -> LocalPlan:

@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -24,9 +25,24 @@ _PR_SET_PDEATHSIG = 1
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def _die_with_parent() -> None:  # in the child, between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def die_with_parent(sig: signal.Signals = signal.SIGTERM) -> Callable[[], None]:
+    """A ``preexec_fn``: the kernel sends ``sig`` to the child when its parent dies.
+
+    It runs in the child between fork and exec, so it only makes the ``prctl`` call.
+    """
+
+    def preexec() -> None:
+        with contextlib.suppress(Exception):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
+
+    return preexec
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` now (a wildcard host: on the loopback address)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1" if host in ("0.0.0.0", "::") else host, 0))
+        return int(sock.getsockname()[1])
 
 
 def healthy(url: str, timeout: float = 2.0) -> bool:
@@ -107,7 +123,7 @@ class Child:
             env=self.env,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only a prctl call
+            preexec_fn=die_with_parent(signal.SIGTERM),  # noqa: PLW1509 - only a prctl call
         )
         deadline = time.monotonic() + ready_timeout_s
         ready = False

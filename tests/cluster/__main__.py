@@ -4,6 +4,7 @@
                                [--label apps=falcon-7b] [--workdir DIR] [--exit] [--real-node]
     python -m tests.cluster clean     # remove what a killed real-node run left behind
     python -m tests.cluster prereqs   # install the real node's Debian packages (root)
+    python -m tests.cluster demo [--wait] [--no-real-node]   # the main-job demo (`make demo`)
 
 Starts etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KWOK on 127.0.0.1,
 creates fake GPU nodes, prints the kubeconfig and the ``export KUBECONFIG=...`` line and
@@ -54,12 +55,17 @@ def parse_labels(items: Sequence[str]) -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == ["demo"]:  # the demo has its own options (tests/cluster/demo.py)
+        from .demo import main as demo
+
+        return demo(given[1:])
     parser = argparse.ArgumentParser(
         prog="python -m tests.cluster",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("command", choices=["up", "clean", "prereqs"])
+    parser.add_argument("command", choices=["up", "clean", "prereqs", "demo"])
     parser.add_argument("--nodes", type=int, default=2, help="fake GPU nodes to create (default 2)")
     parser.add_argument(
         "--instance-type",
@@ -92,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="also run a real node (containerd, kubelet, kube-proxy) on this machine (root)",
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_args(given)
     if args.command == "clean":
         left = clean(bins.binaries().kube_proxy)
         for item in left:

@@ -23,7 +23,6 @@ The cache lives in ``$KAITO_TEST_BIN_DIR`` or ``${XDG_CACHE_HOME:-~/.cache}/kait
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import re
@@ -32,10 +31,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.procs import flocked
 
 KUBERNETES_VERSION = "v1.34.4"
 ETCD_VERSION = "v3.6.16"
@@ -242,18 +242,6 @@ def sync_gomod() -> None:
     _say(f"wrote {d / 'go.mod'} and go.sum")
 
 
-@contextmanager
-def _lock(root: Path) -> Iterator[None]:
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".build.lock", "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            _say("another build holds the cache lock; waiting for it")
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
-
-
 def _count_deps(packages: Sequence[str], cwd: Path) -> int:
     out = subprocess.run(
         [_go(), "list", "-deps", *packages],
@@ -313,39 +301,38 @@ def _kube_build_args(out: Path) -> list[str]:
     ]
 
 
-def build_kubernetes(root: Path) -> None:
+def _build_kube(
+    root: Path, label: str, commands: Sequence[str], install: Callable[[Path], None]
+) -> None:
+    """``go build`` the Kubernetes ``commands`` into a temporary folder, then ``install`` it."""
     check_gomod()
-    final = kube_dir(root)
     tmp = Path(tempfile.mkdtemp(prefix=".kube-", dir=root))
     try:
         _go_build(
-            f"kubernetes {KUBERNETES_VERSION}",
+            f"{label} {KUBERNETES_VERSION}",
             _kube_build_args(tmp),
             GOMOD_DIR / "kubernetes",
-            [f"k8s.io/kubernetes/cmd/{c}" for c in KUBE_COMMANDS],
+            [f"k8s.io/kubernetes/cmd/{c}" for c in commands],
         )
-        _install(tmp, final)
+        install(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_kubernetes(root: Path) -> None:
+    _build_kube(root, "kubernetes", KUBE_COMMANDS, lambda tmp: _install(tmp, kube_dir(root)))
 
 
 def build_node(root: Path) -> None:
     """kubelet and kube-proxy, added next to the control plane's binaries (which stay)."""
-    check_gomod()
-    final = kube_dir(root)
-    tmp = Path(tempfile.mkdtemp(prefix=".node-", dir=root))
-    try:
-        _go_build(
-            f"kubelet+kube-proxy {KUBERNETES_VERSION}",
-            _kube_build_args(tmp),
-            GOMOD_DIR / "kubernetes",
-            [f"k8s.io/kubernetes/cmd/{c}" for c in NODE_COMMANDS],
-        )
+
+    def add(tmp: Path) -> None:
+        final = kube_dir(root)
         final.mkdir(parents=True, exist_ok=True)
         for c in NODE_COMMANDS:
             (tmp / c).replace(final / c)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    _build_kube(root, "kubelet+kube-proxy", NODE_COMMANDS, add)
 
 
 def build_etcd(root: Path) -> None:
@@ -399,7 +386,8 @@ def ensure(root: Path | None = None) -> Binaries:
     root = root or cache_dir()
     if not missing(root):
         return binaries(root)
-    with _lock(root):
+    waiting = "another build holds the cache lock; waiting for it"
+    with flocked(root / ".build.lock", lambda: _say(waiting)):
         b = binaries(root)
         steps = [
             (b.kube_apiserver, b.kube_controller_manager, b.kube_scheduler, b.kubectl),

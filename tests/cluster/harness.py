@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import json
 import os
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -32,8 +29,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.procs import Proc, ProcExited, WaitTimeout, free_port, wait_until
+
 from . import binaries as bins
 from . import pki
+
+__all__ = [
+    "ANNOTATION_FAKE_NODE",
+    "ControlPlane",
+    "HarnessError",
+    "kubeconfig",
+    "write_kubeconfig",
+]
 
 ANNOTATION_FAKE_NODE = "kwok.x-k8s.io/node"
 
@@ -42,46 +49,38 @@ class HarnessError(RuntimeError):
     """The control plane could not start; the message carries the failing process's log tail."""
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+def kubeconfig(
+    server: str,
+    ca_file: Path,
+    user: dict[str, str],
+    *,
+    cluster: str,
+    user_name: str,
+    namespace: str | None = None,
+) -> dict[str, Any]:
+    """A kubeconfig with one cluster, one user and one context (named as the cluster, or as the
+    user when a namespace is set)."""
+    context: dict[str, str] = {"cluster": cluster, "user": user_name}
+    if namespace is not None:
+        context["namespace"] = namespace
+    name = cluster if namespace is None else user_name
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": cluster, "cluster": {"server": server, "certificate-authority": str(ca_file)}}
+        ],
+        "users": [{"name": user_name, "user": user}],
+        "contexts": [{"name": name, "context": context}],
+        "current-context": name,
+    }
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.popen.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGTERM)
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(timeout)
+def write_kubeconfig(path: Path, config: dict[str, Any]) -> Path:
+    """Write a kubeconfig readable by its owner only."""
+    path.write_text(json.dumps(config, indent=2))
+    path.chmod(0o600)
+    return path
 
 
 @dataclass
@@ -147,34 +146,25 @@ class ControlPlane:
 
     # ------------------------------------------------------------------ processes
 
-    def _spawn(self, name: str, argv: Sequence[str]) -> Proc:
+    def spawn(self, name: str, argv: Sequence[str]) -> Proc:
+        """Start ``argv`` in the working directory, logging to ``logs/<name>.log``; ``stop()``
+        stops it."""
         log = self.dir / "logs" / f"{name}.log"
-        log.parent.mkdir(exist_ok=True)
-        with open(log, "ab") as fh:
-            popen = subprocess.Popen(
-                list(argv),
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.dir,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only a prctl call
-            )
-        proc = Proc(name, popen, log)
+        proc = Proc(name, argv, log=log, cwd=self.dir, grace_s=10).start()
         self.procs.append(proc)
         return proc
 
-    def _wait(self, proc: Proc, ready: Callable[[], bool], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not proc.alive():
-                raise HarnessError(
-                    f"{proc.name} exited with {proc.popen.returncode}:\n{proc.tail()}"
-                )
-            if ready():
-                return
-            time.sleep(0.2)
-        raise HarnessError(f"{proc.name} not ready after {timeout:.0f}s:\n{proc.tail()}")
+    def wait_ready(self, proc: Proc, ready: Callable[[], bool], timeout: float) -> None:
+        """Wait until ``ready()``; a ``HarnessError`` with the log tail when ``proc`` exits or
+        ``timeout`` passes."""
+        try:
+            wait_until(ready, timeout, f"{proc.name} to be ready", check=proc.check_alive)
+        except ProcExited as exc:
+            raise HarnessError(f"{exc}:\n{proc.tail()}") from None
+        except WaitTimeout:
+            raise HarnessError(
+                f"{proc.name} not ready after {timeout:.0f}s:\n{proc.tail()}"
+            ) from None
 
     def _write_pki(self) -> None:
         d = self.dir / "pki"
@@ -225,7 +215,7 @@ class ControlPlane:
         assert self.binaries is not None
         client, peer = free_port(), free_port()
         self.etcd_url = f"http://127.0.0.1:{client}"
-        proc = self._spawn(
+        proc = self.spawn(
             "etcd",
             [
                 str(self.binaries.etcd),
@@ -248,7 +238,7 @@ class ControlPlane:
             except (OSError, ValueError):
                 return False
 
-        self._wait(proc, healthy, 60)
+        self.wait_ready(proc, healthy, 60)
 
     def _ssl(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.ca_file))
@@ -281,7 +271,7 @@ class ControlPlane:
             if self.node_ip
             else []
         )
-        proc = self._spawn(
+        proc = self.spawn(
             "kube-apiserver",
             [
                 str(self.binaries.kube_apiserver),
@@ -314,62 +304,25 @@ class ControlPlane:
                 return False
             return status == 200
 
-        self._wait(proc, ready, 120)
+        self.wait_ready(proc, ready, 120)
         # RBAC bootstrap finishes inside readyz; the default namespace appears shortly after.
-        self._wait(proc, lambda: self.get("/api/v1/namespaces/default")[0] == 200, 60)
+        self.wait_ready(proc, lambda: self.get("/api/v1/namespaces/default")[0] == 200, 60)
 
     def write_kubeconfig(self, path: Path, cert: str, key: str) -> Path:
         """A kubeconfig for this apiserver with the client certificate ``pki/<cert>``."""
         d = self.dir / "pki"
-        cfg = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "c",
-                    "cluster": {"server": self.server, "certificate-authority": str(d / "ca.crt")},
-                }
-            ],
-            "users": [
-                {
-                    "name": "u",
-                    "user": {"client-certificate": str(d / cert), "client-key": str(d / key)},
-                }
-            ],
-            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-            "current-context": "c",
-        }
-        path.write_text(json.dumps(cfg, indent=2))
-        path.chmod(0o600)
-        return path
+        user = {"client-certificate": str(d / cert), "client-key": str(d / key)}
+        return write_kubeconfig(
+            path, kubeconfig(self.server, self.ca_file, user, cluster="c", user_name="u")
+        )
 
     def _write_kubeconfig(self) -> None:
         d = self.dir / "pki"
-        cfg = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "kaito-test",
-                    "cluster": {"server": self.server, "certificate-authority": str(d / "ca.crt")},
-                }
-            ],
-            "users": [
-                {
-                    "name": "kaito-admin",
-                    "user": {
-                        "client-certificate": str(d / "admin.crt"),
-                        "client-key": str(d / "admin.key"),
-                    },
-                }
-            ],
-            "contexts": [
-                {"name": "kaito-test", "context": {"cluster": "kaito-test", "user": "kaito-admin"}}
-            ],
-            "current-context": "kaito-test",
-        }
-        self.kubeconfig.write_text(json.dumps(cfg, indent=2))
-        self.kubeconfig.chmod(0o600)
+        user = {"client-certificate": str(d / "admin.crt"), "client-key": str(d / "admin.key")}
+        cfg = kubeconfig(
+            self.server, self.ca_file, user, cluster="kaito-test", user_name="kaito-admin"
+        )
+        write_kubeconfig(self.kubeconfig, cfg)
 
     def start_controllers(self) -> None:
         """kube-controller-manager and kube-scheduler against this apiserver."""
@@ -383,7 +336,7 @@ class ControlPlane:
             "--leader-elect=false",
             "--bind-address=127.0.0.1",
         ]
-        cm = self._spawn(
+        cm = self.spawn(
             "kube-controller-manager",
             [
                 str(self.binaries.kube_controller_manager),
@@ -400,22 +353,22 @@ class ControlPlane:
                 "--v=1",
             ],
         )
-        sched = self._spawn(
+        sched = self.spawn(
             "kube-scheduler",
             [str(self.binaries.kube_scheduler), *common, f"--secure-port={free_port()}", "--v=1"],
         )
         # Ready when the service-account controller has made "default" in kube-system.
-        self._wait(
+        self.wait_ready(
             cm,
             lambda: self.get("/api/v1/namespaces/kube-system/serviceaccounts/default")[0] == 200,
             90,
         )
-        self._wait(sched, lambda: True, 1)
+        self.wait_ready(sched, lambda: True, 1)
 
     def start_kwok(self) -> None:
         """KWOK managing nodes annotated ``kwok.x-k8s.io/node=fake``."""
         assert self.binaries is not None
-        proc = self._spawn(
+        proc = self.spawn(
             "kwok",
             [
                 str(self.binaries.kwok),
@@ -429,7 +382,7 @@ class ControlPlane:
         )
         time.sleep(0.5)
         if not proc.alive():
-            raise HarnessError(f"kwok exited with {proc.popen.returncode}:\n{proc.tail()}")
+            raise HarnessError(f"kwok exited with {proc.returncode}:\n{proc.tail()}")
 
     # ------------------------------------------------------------------ clients
 

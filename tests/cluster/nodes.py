@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import TYPE_CHECKING, Any
+
+from tests.support.procs import WaitTimeout, wait_until
 
 if TYPE_CHECKING:
     from .harness import ControlPlane
@@ -101,12 +102,15 @@ def create_fake_gpu_node(
 
 def wait_node_ready(cp: ControlPlane, name: str, timeout: float = 60) -> dict[str, Any]:
     """Wait until KWOK reports the node Ready and return it."""
-    deadline = time.monotonic() + timeout
     node: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+
+    def ready() -> dict[str, Any] | None:
+        nonlocal node
         node = cp.kubectl_json("get", "node", name)
         conds = {c["type"]: c["status"] for c in node.get("status", {}).get("conditions", [])}
-        if conds.get("Ready") == "True":
-            return node
-        time.sleep(0.3)
-    raise TimeoutError(f"node {name} not Ready after {timeout}s: {node.get('status')}")
+        return node if conds.get("Ready") == "True" else None
+
+    try:
+        return wait_until(ready, timeout, f"node {name} Ready", every=0.3)
+    except WaitTimeout:
+        raise WaitTimeout(f"node {name} not Ready after {timeout}s: {node.get('status')}") from None

@@ -12,19 +12,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from certs import pki as product_pki
+from certs.pki import SigningKey, key_to_pem
+
+VALIDITY = dt.timedelta(days=2)
+
 
 @dataclass(frozen=True)
 class Pair:
     cert_pem: bytes
     key_pem: bytes
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
 
 
 def _name(cn: str, org: str | None = None) -> x509.Name:
@@ -36,43 +33,17 @@ def _name(cn: str, org: str | None = None) -> x509.Name:
 
 def _validity(builder: x509.CertificateBuilder) -> x509.CertificateBuilder:
     now = dt.datetime.now(dt.UTC)
-    return builder.not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(
-        now + dt.timedelta(days=2)
-    )
+    return builder.not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + VALIDITY)
 
 
-def make_ca(cn: str = "kaito-test-ca") -> tuple[Pair, ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = _name(cn)
-    builder = (
-        _validity(x509.CertificateBuilder())
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-    )
-    cert = builder.sign(key, hashes.SHA256())
-    return Pair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)), key, cert
+def make_ca(cn: str = "kaito-test-ca") -> tuple[Pair, SigningKey, x509.Certificate]:
+    """A throwaway CA for two days: the product's (``certs.pki.make_ca``)."""
+    ca = product_pki.make_ca(dt.datetime.now(dt.UTC), VALIDITY, common_name=cn)
+    return Pair(ca.cert_pem, ca.key_pem), ca.key, ca.cert
 
 
 def issue(
-    ca_key: ec.EllipticCurvePrivateKey,
+    ca_key: SigningKey,
     ca_cert: x509.Certificate,
     cn: str,
     *,
@@ -105,7 +76,7 @@ def issue(
         sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     cert = builder.sign(ca_key, hashes.SHA256())
-    return Pair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+    return Pair(cert.public_bytes(serialization.Encoding.PEM), key_to_pem(key))
 
 
 def service_account_keys() -> tuple[bytes, bytes]:
@@ -114,7 +85,7 @@ def service_account_keys() -> tuple[bytes, bytes]:
     pub = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    return _key_pem(key), pub
+    return key_to_pem(key), pub
 
 
 def write(path: Path, data: bytes, *, private: bool = False) -> Path:

@@ -31,9 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from tests.support.procs import Proc, WaitTimeout, wait_until
+
 from . import binaries as bins
 from . import busybox_image, hostprep
-from .harness import ControlPlane, HarnessError, Proc
+from .harness import ControlPlane, HarnessError
 from .nodes import (
     GPU_RESOURCE,
     LABEL_GPU_COUNT,
@@ -473,7 +475,7 @@ class RealCluster:
     # ------------------------------------------------------------------ processes
 
     def _spawn(self, name: str, argv: list[str]) -> Proc:
-        proc = self.control_plane._spawn(name, argv)
+        proc = self.control_plane.spawn(name, argv)
         self.node_procs.append(proc)
         return proc
 
@@ -500,7 +502,7 @@ class RealCluster:
             )
         )
         proc = self._spawn("containerd", ["containerd", "--config", str(config)])
-        cp._wait(proc, lambda: SOCKET.exists() and self.ctr("version").returncode == 0, 60)
+        cp.wait_ready(proc, lambda: SOCKET.exists() and self.ctr("version").returncode == 0, 60)
 
     def import_image(self, archive: Path) -> None:
         """Import an OCI archive into the node's containerd (``imagePullPolicy: IfNotPresent``)."""
@@ -549,7 +551,7 @@ class RealCluster:
             conds = json.loads(body).get("status", {}).get("conditions", [])
             return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
 
-        cp._wait(proc, ready, 120)
+        cp.wait_ready(proc, ready, 120)
 
     def _start_kube_proxy(self) -> None:
         cp = self.control_plane
@@ -567,7 +569,7 @@ class RealCluster:
         def synced() -> bool:
             return "KUBE-SERVICES" in _run("iptables", "-w", "-t", "nat", "-S").stdout
 
-        cp._wait(proc, synced, 60)
+        cp.wait_ready(proc, synced, 60)
 
     def _label_node(self) -> None:
         cp = self.control_plane
@@ -669,12 +671,17 @@ class RealCluster:
 def wait_pod_ready(
     cp: ControlPlane, namespace: str, name: str, timeout: float = 120
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
     pod: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+
+    def ready() -> dict[str, Any] | None:
+        nonlocal pod
         pod = cp.kubectl_json("get", "pod", "-n", namespace, name)
         conds = {c["type"]: c["status"] for c in pod.get("status", {}).get("conditions", [])}
-        if conds.get("Ready") == "True":
-            return pod
-        time.sleep(0.5)
-    raise HarnessError(f"pod {namespace}/{name} not Ready after {timeout}s: {pod.get('status')}")
+        return pod if conds.get("Ready") == "True" else None
+
+    try:
+        return wait_until(ready, timeout, f"pod {namespace}/{name} Ready", every=0.5)
+    except WaitTimeout:
+        raise HarnessError(
+            f"pod {namespace}/{name} not Ready after {timeout}s: {pod.get('status')}"
+        ) from None

@@ -9,28 +9,18 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.procs import wait_until
+
 from .binaries import KUBERNETES_VERSION
 from .harness import ControlPlane
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def wait_for(pred: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
 
 
 def test_apiserver_reports_pinned_version(control_plane: ControlPlane) -> None:
@@ -143,7 +133,7 @@ def test_pod_asking_more_gpus_than_any_node_stays_pending_unschedulable(
                     return dict(pod)
         return None
 
-    pod = wait_for(unschedulable, 60, "an Unschedulable pod")
+    pod = wait_until(unschedulable, 60, "an Unschedulable pod")
     assert pod["status"]["phase"] == "Pending"
     assert not pod["spec"].get("nodeName")
     msg = next(c["message"] for c in pod["status"]["conditions"] if c["type"] == "PodScheduled")
@@ -206,5 +196,5 @@ def test_killed_runner_takes_its_processes_along(sig: signal.Signals) -> None:
         assert all(_pid_alive(p) for p in info["pids"])
         child.send_signal(sig)
         child.wait(60)
-    wait_for(lambda: not any(_pid_alive(p) for p in info["pids"]), 30, "children to exit")
-    wait_for(lambda: not any(_port_open(u) for u in info["urls"]), 30, "ports to close")
+    wait_until(lambda: not any(_pid_alive(p) for p in info["pids"]), 30, "children to exit")
+    wait_until(lambda: not any(_port_open(u) for u in info["urls"]), 30, "ports to close")

@@ -65,7 +65,8 @@ def _blob_name(digest: str) -> str:
 def _read(tar: tarfile.TarFile, name: str) -> bytes:
     member = tar.extractfile(name)
     if member is None:
-        raise ImageError(f"{tar.name}: no {name} in the OCI archive")
+        where = tar.name.decode() if isinstance(tar.name, bytes) else tar.name
+        raise ImageError(f"{where}: no {name} in the OCI archive")
     return member.read()
 
 

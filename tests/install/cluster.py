@@ -11,61 +11,28 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from tests.cluster.harness import ControlPlane, _die_with_parent
-from tests.install.manifests import NAMESPACE, ROOT
+from tests.cluster.harness import ControlPlane, kubeconfig, write_kubeconfig
+from tests.install.manifests import NAMESPACE
+from tests.support.procs import Proc, python_env, python_module
 
 SA = "kaito-controller"
 SA_USER = f"system:serviceaccount:{NAMESPACE}:{SA}"
 WEBHOOK_NAME = "kaito-workspace-webhook"
 
-T = TypeVar("T")
-
-
-def wait_until(fn: Callable[[], T], timeout: float = 60, every: float = 0.2) -> T:
-    deadline = time.monotonic() + timeout
-    last = fn()
-    while not last:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met in {timeout}s (last: {last!r})")
-        time.sleep(every)
-        last = fn()
-    return last
-
 
 def sa_kubeconfig(cp: ControlPlane, path: Path, *, duration: str = "2h") -> Path:
     token = cp.kubectl("create", "token", SA, "-n", NAMESPACE, f"--duration={duration}")
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "kaito-test",
-                "cluster": {"server": cp.server, "certificate-authority": str(cp.ca_file)},
-            }
-        ],
-        "users": [{"name": SA, "user": {"token": token.stdout.strip()}}],
-        "contexts": [
-            {
-                "name": SA,
-                "context": {"cluster": "kaito-test", "user": SA, "namespace": NAMESPACE},
-            }
-        ],
-        "current-context": SA,
-    }
-    path.write_text(json.dumps(config, indent=2))
-    path.chmod(0o600)
-    return path
+    user = {"token": token.stdout.strip()}
+    config = kubeconfig(
+        cp.server, cp.ca_file, user, cluster="kaito-test", user_name=SA, namespace=NAMESPACE
+    )
+    return write_kubeconfig(path, config)
 
 
 def can_i(cp: ControlPlane, verb: str, resource: str, namespace: str | None = None) -> bool:
@@ -111,65 +78,17 @@ def point_webhooks_at(cp: ControlPlane, base_url: str) -> None:
         cp.kubectl("patch", kind, WEBHOOK_NAME, "--type=json", "-p", json.dumps(patch))
 
 
-class Process:
-    """``python -m MODULE ARGS`` as a real process, in the repository root."""
+class Process(Proc):
+    """``python -m MODULE ARGS`` as a real process in the repository root, with ``env`` on top
+    of this environment less its ``KAITO_`` variables, logging to ``log``."""
 
     def __init__(
         self, name: str, module: str, args: Sequence[str], env: Mapping[str, str], log: Path
     ) -> None:
-        self.name = name
-        self.argv = [sys.executable, "-m", module, *args]
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("KAITO_")}
-        self.env = {**inherited, **env, "PYTHONPATH": str(ROOT)}
-        self.log = log
+        super().__init__(
+            name, python_module(module, *args), log=log, env=python_env(env, drop_prefix="KAITO_")
+        )
         self.port = 0
-        self.popen: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Process:
-        with open(self.log, "ab") as fh:
-            self.popen = subprocess.Popen(
-                self.argv,
-                cwd=ROOT,
-                env=self.env,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only a prctl call
-            )
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.popen is not None
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def peak_rss_kib(self) -> int:
-        """The process's peak resident memory so far (VmHWM), in KiB."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-        return 0
-
-    def stop(self, timeout: float = 30) -> int | None:
-        if self.popen is None:
-            return None
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(10)
-        return self.popen.returncode
 
 
 def get_json(cp: ControlPlane, *args: str) -> Any:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ import yaml
 from tests.api import seed
 from tests.cluster.harness import ControlPlane
 from tests.cluster.realnode import NODE_NAME, RealCluster
+from tests.support.procs import WaitTimeout, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
@@ -45,14 +45,11 @@ class StackError(RuntimeError):
 
 
 def wait_for(what: str, fn: Callable[[], T | None], timeout: float, every: float = 1.0) -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(every)
-    raise StackError(f"{what}: not after {timeout:.0f}s (last: {last!r})")
+    """``wait_until``, failing with a ``StackError`` (a step of the install did not complete)."""
+    try:
+        return wait_until(fn, timeout, what, every=every)
+    except WaitTimeout as exc:
+        raise StackError(str(exc)) from None
 
 
 def split_ref(ref: str) -> tuple[str, str]:

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -33,16 +32,10 @@ from tests.images import BuiltImage, ensure_adapter_image, ensure_image, ensure_
 from tests.images.build import Container, container
 from tests.install.images import lock_pins, normalize
 from tests.runtime.harness import make_settings, start_server
+from tests.support.procs import free_port
 from tests.support.tiny_model import build_tiny_llama
 
 pytestmark = [pytest.mark.images, pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")

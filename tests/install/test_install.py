@@ -27,7 +27,7 @@ import yaml
 from api.crd import NODECLAIM_CRD_FILE
 from api.quantity import parse_bytes
 from tests.api import seed
-from tests.cluster.harness import ControlPlane, free_port
+from tests.cluster.harness import ControlPlane
 from tests.install.cluster import (
     SA_USER,
     WEBHOOK_NAME,
@@ -37,7 +37,6 @@ from tests.install.cluster import (
     kubectl_as_sa,
     point_webhooks_at,
     sa_kubeconfig,
-    wait_until,
 )
 from tests.install.manifests import (
     MANIFESTS,
@@ -49,6 +48,7 @@ from tests.install.manifests import (
     install_objects,
 )
 from tests.support import fake_cloud
+from tests.support.procs import free_port, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

@@ -1,5 +1,6 @@
-"""The documented demo (``python -m tests.demo``, ``make demo``) end to end, as a user runs it:
-its output shows every step, and nothing is left running afterwards (processes or ports)."""
+"""The documented demo (``python -m tests.cluster demo``, ``make demo``) end to end, as a user
+runs it: its output shows every step, and nothing is left running afterwards (processes or
+ports)."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def line_after(lines: list[str], heading: str, pattern: str) -> str:
 
 
 def test_the_demo_runs_end_to_end_and_leaves_nothing_behind() -> None:
-    demo = Command("tests.demo", ["--no-real-node"]).start()
+    demo = Command("tests.cluster", ["demo", "--no-real-node"]).start()
     try:
         code = demo.wait(900)
         out, lines = demo.output, demo.lines
@@ -129,7 +130,7 @@ def test_the_demo_runs_end_to_end_and_leaves_nothing_behind() -> None:
 
 
 def test_ctrl_c_stops_everything_cleanly() -> None:
-    demo = Command("tests.demo", ["--no-real-node"]).start()
+    demo = Command("tests.cluster", ["demo", "--no-real-node"]).start()
     try:
         # Interrupt when everything runs at once: control plane, cloud, webhook, reconciler,
         # the local run and its runtime.

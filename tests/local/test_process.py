@@ -8,7 +8,8 @@ import signal
 import sys
 
 from reconciler.local.process import Child
-from tests.local.procs import free_port, port_free
+from tests.local.procs import port_free
+from tests.support.procs import free_port
 
 
 def test_ready_then_ctrl_c_stops_the_child() -> None:

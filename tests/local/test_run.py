@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from tests.api import seed
-from tests.local.procs import Command, free_port, port_free, run, wait_none_tagged
+from tests.local.procs import Command, port_free, run, wait_none_tagged
+from tests.support.procs import free_port
 
 ADAPTER = "falcon-7b-adapter"
 STRENGTH = "0.2"  # the seed's

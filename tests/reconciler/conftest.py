@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.harness import ControlPlane
-from tests.reconciler.helpers import REPO, ReconcilerProc, StartReconciler
+from tests.reconciler.helpers import ReconcilerProc, StartReconciler
 from tests.support.fake_cloud import FakeCloud
+from tests.support.procs import ROOT
 
-CRD_DIR = REPO / "manifests" / "crd"
+CRD_DIR = ROOT / "manifests" / "crd"
 
 
 @pytest.fixture(scope="session")

@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.cluster.harness import ControlPlane, free_port
-from tests.support.fake_cloud import wait_until
-
-REPO = Path(__file__).resolve().parents[2]
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> None:  # runs in the child between fork and exec
-    """The reconciler gets SIGKILL when the test process dies, however it dies."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
+from tests.cluster.harness import ControlPlane
+from tests.support.procs import Proc, free_port, python_env, python_module, wait_until
 
 FAST = [
     "--relist-interval-s",
@@ -48,8 +32,8 @@ FAST = [
 ]
 
 
-class ReconcilerProc:
-    """One ``python -m reconciler`` process."""
+class ReconcilerProc(Proc):
+    """One ``python -m reconciler`` process, its health and metrics on a free port."""
 
     def __init__(
         self,
@@ -64,14 +48,8 @@ class ReconcilerProc:
         self.namespace = namespace
         self.port = free_port()
         self.args = args
-        self.log = log
         self.identity = ""
-        self.popen: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> ReconcilerProc:
-        argv = [
-            sys.executable,
-            "-m",
+        argv = python_module(
             "reconciler",
             "--kubeconfig",
             str(self.kubeconfig),
@@ -89,19 +67,12 @@ class ReconcilerProc:
             "DEBUG",
             *FAST,
             *self.args,
-        ]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KAITO_RECONCILER_")}
-        env["PYTHONPATH"] = str(REPO)
-        with open(self.log, "ab") as fh:
-            self.popen = subprocess.Popen(
-                argv,
-                cwd=REPO,
-                env=env,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=die_with_parent,  # noqa: PLW1509 - only a prctl call
-            )
+        )
+        env = python_env(drop_prefix="KAITO_RECONCILER_")
+        super().__init__("reconciler", argv, log=log, env=env, grace_s=15)
+
+    def start(self) -> Self:
+        super().start()
         wait_until(self.ready, 30, f"reconciler on port {self.port} to be ready")
         return self
 
@@ -113,9 +84,6 @@ class ReconcilerProc:
                 return r.status == 200
         except OSError:
             return False
-
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
 
     def metrics(self) -> dict[str, float]:
         """``name{label="v",...}`` → value, for every sample."""
@@ -131,30 +99,8 @@ class ReconcilerProc:
     def total(self, prefix: str) -> float:
         return sum(v for k, v in self.metrics().items() if k.startswith(prefix))
 
-    def signal(self, sig: int) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            os.kill(self.popen.pid, sig)
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup at all, as in a crash."""
-        self.signal(signal.SIGKILL)
-        if self.popen is not None:
-            self.popen.wait(10)
-
-    def stop(self) -> None:
-        if self.popen is None or self.popen.poll() is not None:
-            return
-        self.signal(signal.SIGCONT)
-        self.signal(signal.SIGTERM)
-        try:
-            self.popen.wait(15)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
     def tail(self, n: int = 60) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
-        return ""
+        return super().tail(n)
 
 
 StartReconciler = Callable[..., "ReconcilerProc"]
@@ -183,26 +129,47 @@ def conditions(ws: dict[str, Any] | None) -> dict[str, tuple[str, str]]:
     }
 
 
-def wait_ready(cp: ControlPlane, namespace: str, name: str, timeout: float = 60) -> dict[str, Any]:
-    def ready() -> dict[str, Any] | None:
+def _wait_workspace(
+    cp: ControlPlane,
+    namespace: str,
+    name: str,
+    test: Callable[[dict[str, tuple[str, str]]], bool],
+    *,
+    timeout: float,
+    what: str,
+    failure: str,
+) -> dict[str, Any]:
+    """The Workspace once ``test(conditions)`` holds; else an AssertionError with its status."""
+
+    def check() -> dict[str, Any] | None:
         ws = get(cp, "workspace", namespace, name)
-        conds = conditions(ws)
-        if all(
-            conds.get(t, ("",))[0] == "True"
-            for t in ("ResourceReady", "InferenceReady", "WorkspaceSucceeded")
-        ):
-            return ws
-        return None
+        return ws if ws is not None and test(conditions(ws)) else None
 
     try:
-        result: dict[str, Any] = wait_until(ready, timeout, f"workspace {name} ready")
+        return wait_until(check, timeout, what)
     except AssertionError:
         ws = get(cp, "workspace", namespace, name)
         raise AssertionError(
-            f"workspace {namespace}/{name} not ready: "
-            f"{json.dumps((ws or {}).get('status'), indent=1)}"
+            f"{failure}: {json.dumps((ws or {}).get('status'), indent=1)}"
         ) from None
-    return result
+
+
+def wait_ready(cp: ControlPlane, namespace: str, name: str, timeout: float = 60) -> dict[str, Any]:
+    def ready(conds: dict[str, tuple[str, str]]) -> bool:
+        return all(
+            conds.get(t, ("",))[0] == "True"
+            for t in ("ResourceReady", "InferenceReady", "WorkspaceSucceeded")
+        )
+
+    return _wait_workspace(
+        cp,
+        namespace,
+        name,
+        ready,
+        timeout=timeout,
+        what=f"workspace {name} ready",
+        failure=f"workspace {namespace}/{name} not ready",
+    )
 
 
 def wait_condition(
@@ -215,22 +182,19 @@ def wait_condition(
     reason: str | None = None,
     timeout: float = 60,
 ) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        ws = get(cp, "workspace", namespace, name)
-        got = conditions(ws).get(type_)
-        if got and got[0] == status and (reason is None or got[1] == reason):
-            return ws
-        return None
+    def met(conds: dict[str, tuple[str, str]]) -> bool:
+        got = conds.get(type_)
+        return bool(got and got[0] == status and (reason is None or got[1] == reason))
 
-    try:
-        result: dict[str, Any] = wait_until(check, timeout, f"{type_}={status} ({reason})")
-    except AssertionError:
-        ws = get(cp, "workspace", namespace, name)
-        raise AssertionError(
-            f"{namespace}/{name}: {type_} never became {status}/{reason}: "
-            f"{json.dumps((ws or {}).get('status'), indent=1)}"
-        ) from None
-    return result
+    return _wait_workspace(
+        cp,
+        namespace,
+        name,
+        met,
+        timeout=timeout,
+        what=f"{type_}={status} ({reason})",
+        failure=f"{namespace}/{name}: {type_} never became {status}/{reason}",
+    )
 
 
 def items(

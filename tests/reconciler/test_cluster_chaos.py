@@ -23,7 +23,8 @@ from tests.reconciler.helpers import (
     items,
     wait_ready,
 )
-from tests.support.fake_cloud import FakeCloud, wait_until
+from tests.support.fake_cloud import FakeCloud
+from tests.support.procs import wait_until
 
 LEASE = "kaito-reconciler"
 LEASE_S = 3.0  # tests/reconciler/helpers.FAST

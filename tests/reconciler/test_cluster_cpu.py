@@ -17,7 +17,7 @@ from tests.reconciler.helpers import (
     wait_condition,
     wait_ready,
 )
-from tests.support.fake_cloud import wait_until
+from tests.support.procs import wait_until
 
 GPU = "nvidia.com/gpu"
 

@@ -18,7 +18,8 @@ from tests.reconciler.helpers import (
     settle,
     wait_ready,
 )
-from tests.support.fake_cloud import FakeCloud, wait_until
+from tests.support.fake_cloud import FakeCloud
+from tests.support.procs import wait_until
 
 LEASE = "kaito-reconciler"
 

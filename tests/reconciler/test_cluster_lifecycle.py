@@ -21,7 +21,8 @@ from tests.reconciler.helpers import (
     wait_condition,
     wait_ready,
 )
-from tests.support.fake_cloud import FakeCloud, wait_until
+from tests.support.fake_cloud import FakeCloud
+from tests.support.procs import wait_until
 
 NAME = "workspace-falcon-7b"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.api import seed
-from tests.cluster.harness import ControlPlane, free_port
+from tests.cluster.harness import ControlPlane
 from tests.reconciler import examples
 from tests.reconciler.helpers import (
     ReconcilerProc,
@@ -27,7 +27,7 @@ from tests.reconciler.helpers import (
     wait_ready,
 )
 from tests.reconciler.invalid_examples import INVALID
-from tests.support.fake_cloud import wait_until
+from tests.support.procs import free_port, wait_until
 from tests.webhook.support import make_pki
 from webhook import registration
 

@@ -7,8 +7,8 @@ from aiohttp import web
 
 from reconciler.metrics import Metrics
 from reconciler.server import Health, make_app
-from tests.cluster.harness import free_port
 from tests.reconciler.aio import sync
+from tests.support.procs import free_port
 
 
 @sync

@@ -23,19 +23,13 @@ from runtime.server.settings import Settings
 MODEL_NAME = "tiny-llama"
 
 
-class RunningServer:
-    """A real server in a thread: ``url``, ``state`` (the app's state) and ``stop()``."""
+class ThreadServer:
+    """An aiohttp app on 127.0.0.1:<free port>, served from a thread with its own event loop:
+    ``url``, ``call(fn)`` and ``stop()``."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        loader: Callable[[Settings], LoadedModel],
-        *,
-        handler_cancellation: bool = True,
-    ) -> None:
-        self.settings = settings
+    def __init__(self, app: web.Application, *, handler_cancellation: bool = False) -> None:
+        self.app = app
         self.handler_cancellation = handler_cancellation
-        self.app = create_app(settings, loader=loader)
         self.loop = asyncio.new_event_loop()
         self._started = threading.Event()
         self._stop: asyncio.Event | None = None
@@ -69,6 +63,32 @@ class RunningServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the server's loop (to inspect app state safely)."""
+        return asyncio.run_coroutine_threadsafe(asyncio.to_thread(fn), self.loop).result(60)
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self.loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(60)
+
+
+class RunningServer(ThreadServer):
+    """The runtime's app (``create_app``) as a ``ThreadServer``, plus ``state`` (the app's
+    state) and ``wait_ready()``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        loader: Callable[[Settings], LoadedModel],
+        *,
+        handler_cancellation: bool = True,
+    ) -> None:
+        self.settings = settings
+        super().__init__(
+            create_app(settings, loader=loader), handler_cancellation=handler_cancellation
+        )
+
     @property
     def state(self) -> ServerState:
         return self.app[STATE]
@@ -78,11 +98,6 @@ class RunningServer:
         future.result(timeout)
         if self.state.status != "ready":
             raise RuntimeError(f"the server failed to load: {self.state.error}")
-
-    def stop(self) -> None:
-        if self._stop is not None:
-            self.loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(60)
 
 
 def make_settings(model: Path, **overrides: Any) -> Settings:

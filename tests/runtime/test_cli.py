@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,6 +14,7 @@ import pytest
 
 from runtime.server.openapi import COMMITTED_SPEC
 from tests.runtime.test_chat import SEED_BASIC, SEED_HEADERS
+from tests.support.procs import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,13 +28,6 @@ def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
         timeout=timeout,
         check=False,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def test_help_and_openapi() -> None:
@@ -108,17 +100,18 @@ def test_serves_the_seed_request_and_stops_on_sigterm(tiny_model: Path) -> None:
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
         with httpx.Client(base_url=url, timeout=60) as client:
-            while True:
+
+            def healthy() -> bool:
                 try:
-                    if client.get("/health").status_code == 200:
-                        break
+                    return client.get("/health").status_code == 200
                 except httpx.TransportError:
-                    pass
+                    return False
+
+            def running() -> None:
                 assert process.poll() is None, "the server exited while loading"
-                assert time.monotonic() < deadline, "the server did not become healthy"
-                time.sleep(0.2)
+
+            wait_until(healthy, 180, "the server to become healthy", check=running)
             response = client.post("/chat", content=SEED_BASIC.encode(), headers=SEED_HEADERS)
             assert response.status_code == 200
             assert response.json()["Result"].startswith("YOUR_PROMPT_HERE")

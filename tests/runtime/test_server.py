@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -15,6 +13,7 @@ from runtime.server.errors import ModelLoadError
 from runtime.server.loader import LoadedModel
 from runtime.server.settings import Settings
 from tests.runtime.harness import RunningServer, make_settings, start_server
+from tests.support.procs import wait_until
 
 LONG = {"prompt": "Kaito", "max_tokens": 480, "temperature": 0, "ignore_eos": True}
 
@@ -27,14 +26,6 @@ def metric(client: httpx.Client, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
     return 0.0
-
-
-def eventually(check: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("the condition did not hold in time")
-        time.sleep(0.05)
 
 
 def test_health_is_503_until_the_model_is_loaded(
@@ -137,7 +128,9 @@ def test_health_answers_while_generating(slow_server: RunningServer) -> None:
     thread = threading.Thread(target=long_request)
     thread.start()
     with httpx.Client(base_url=slow_server.url, timeout=30) as http:
-        eventually(lambda: metric(http, "vllm:num_requests_running") >= 1)
+        wait_until(
+            lambda: metric(http, "vllm:num_requests_running") >= 1, 60, "a running row", every=0.05
+        )
         # Answered while the row is still generating: a blocked event loop would answer after.
         assert http.get("/health").status_code == 200
         assert metric(http, "vllm:num_requests_running") >= 1
@@ -220,7 +213,9 @@ def check_disconnects(slow_server: RunningServer, http: httpx.Client) -> None:
         for line in stream.iter_lines():
             if line.startswith("data: "):
                 break
-    eventually(lambda: metric(http, "vllm:num_requests_running") == 0)
+    wait_until(
+        lambda: metric(http, "vllm:num_requests_running") == 0, 60, "no running row", every=0.05
+    )
     # A non-streaming client that gives up waiting.
     with (
         httpx.Client(base_url=slow_server.url, timeout=1.0) as client,
@@ -230,7 +225,9 @@ def check_disconnects(slow_server: RunningServer, http: httpx.Client) -> None:
             "/chat",
             json={"prompt": "x", "generate_kwargs": {"max_new_tokens": 480, "eos_token_id": 3}},
         )
-    eventually(lambda: metric(http, "vllm:num_requests_running") == 0)
+    wait_until(
+        lambda: metric(http, "vllm:num_requests_running") == 0, 60, "no running row", every=0.05
+    )
     assert metric(http, "vllm:request_success_total", **labels) == aborts + 2
     # Both rows left the batch early: far fewer tokens than the 2 x 480 asked for.
     assert metric(http, "vllm:generation_tokens_total") - generated < 480
@@ -252,7 +249,12 @@ def test_a_disconnect_is_noticed_without_handler_cancellation(tiny_model: Path) 
                 pytest.raises(httpx.ReadTimeout),
             ):
                 client.post("/v1/completions", json=LONG)
-            eventually(lambda: metric(http, "vllm:num_requests_running") == 0)
+            wait_until(
+                lambda: metric(http, "vllm:num_requests_running") == 0,
+                60,
+                "no running row",
+                every=0.05,
+            )
             labels = {"finished_reason": "abort", "model_name": "tiny-llama"}
             assert metric(http, "vllm:request_success_total", **labels) == 1
             assert metric(http, "vllm:generation_tokens_total") < 480

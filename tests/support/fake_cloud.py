@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import logging
 import threading
-import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -333,15 +332,3 @@ class FakeCloud:
                 {"metadata": {"finalizers": finalizers or None}},
                 content_type=MERGE,
             )
-
-
-def wait_until(pred: Any, timeout: float = 60, what: str = "condition") -> Any:
-    """Poll ``pred`` until it returns something truthy (test helper)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")

@@ -48,7 +48,7 @@ def make_lora_adapter(
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     config = LoraConfig(
         r=r,
-        lora_alpha=lora_alpha,
+        lora_alpha=lora_alpha,  # type: ignore[arg-type]  # PEFT takes a float too
         target_modules=target_modules if isinstance(target_modules, str) else list(target_modules),
         use_rslora=use_rslora,
         rank_pattern=dict(rank_pattern or {}),
@@ -68,7 +68,7 @@ def make_lora_adapter(
                 noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
                 param.copy_(noise * std + (1.0 if "magnitude" in name else 0.0))
     out_dir.mkdir(parents=True, exist_ok=True)
-    peft_model.save_pretrained(out_dir, save_embedding_layers=save_embedding_layers)
+    peft_model.save_pretrained(str(out_dir), save_embedding_layers=save_embedding_layers)
     return out_dir
 
 
@@ -83,7 +83,7 @@ def build_tiny_gpt2(dest: Path, *, seed: int = 0) -> Path:
     config = GPT2Config(
         vocab_size=128, n_positions=64, n_embd=32, n_layer=2, n_head=2, tie_word_embeddings=False
     )
-    model = GPT2LMHeadModel(config)
+    model = GPT2LMHeadModel(config)  # type: ignore[no-untyped-call]
     model.save_pretrained(dest, safe_serialization=True)
     return dest
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from tests.cluster.harness import ControlPlane
 from webhook import registration
@@ -15,19 +14,6 @@ from webhook.kube import Kube
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = ROOT / "manifests" / "crd"
-
-T = TypeVar("T")
-
-
-def wait_until(fn: Callable[[], T], timeout: float = 30, every: float = 0.1) -> T:
-    deadline = time.monotonic() + timeout
-    last: T = fn()
-    while not last:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met in {timeout}s (last: {last!r})")
-        time.sleep(every)
-        last = fn()
-    return last
 
 
 def install_crds(cp: ControlPlane) -> None:

@@ -21,13 +21,8 @@ from tests.api import seed
 from tests.api.cases import CASES
 from tests.cluster.harness import ControlPlane
 from tests.cluster.nodes import create_fake_gpu_node
-from tests.webhook.cluster_support import (
-    apply,
-    install_crds,
-    registered,
-    wait_until,
-    webhook_in_force,
-)
+from tests.support.procs import wait_until
+from tests.webhook.cluster_support import apply, install_crds, registered, webhook_in_force
 from tests.webhook.support import RunningWebhook, make_pki, serving_pem
 from webhook.config_watch import ApiConfigSource
 from webhook.kube import Kube

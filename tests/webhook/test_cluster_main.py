@@ -16,8 +16,9 @@ from pathlib import Path
 from cryptography import x509
 
 from tests.api import seed
-from tests.cluster.harness import ControlPlane, free_port
-from tests.webhook.cluster_support import ROOT, apply, install_crds, wait_until, webhook_in_force
+from tests.cluster.harness import ControlPlane
+from tests.support.procs import free_port, wait_until
+from tests.webhook.cluster_support import ROOT, apply, install_crds, webhook_in_force
 from tests.webhook.support import make_pki
 
 

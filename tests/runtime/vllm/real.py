@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ import pytest
 
 from reconciler.local.vllm_cpu import python_path
 from tests.runtime.vllm.probe import ROOT
+from tests.support.procs import free_port
 
 START_TIMEOUT_S = 600.0
 
@@ -32,13 +32,6 @@ def vllm_cpu_python() -> Path:
     if found is None:
         pytest.skip("the vLLM-CPU virtualenv is not installed: run `make vllm-cpu`")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def launcher_env() -> dict[str, str]:

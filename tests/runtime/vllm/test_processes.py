@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -23,6 +22,7 @@ from runtime.vllm.plan import LaunchPlan
 from runtime.vllm.processes import run_worker, wait_for_nodes
 from runtime.vllm.sizing import Sizing
 from tests.runtime.vllm.probe import ROOT
+from tests.support.procs import free_port
 
 SIZING = Sizing("float16", 1, 1, 0, 0, 0, 1, 1, 1)
 
@@ -57,14 +57,8 @@ RUNNER = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_front_serves_until_the_child_ends_and_forwards_sigterm(tmp_path: Path) -> None:
-    port, child_port = _free_port(), _free_port()
+    port, child_port = free_port(), free_port()
     spec = {
         "argv": [
             "--preset",
@@ -151,7 +145,7 @@ def _health(port: int) -> int | None:
 
 def test_worker_pod_answers_health_while_its_ray_node_runs(tmp_path: Path) -> None:
     """Multi-node Pods share one template and so one set of probes: a worker must answer them."""
-    port = _free_port()
+    port = free_port()
     gate = tmp_path / "head-is-up"
     # Stands in for `ray start --address=... --block`: fails fast until the head is "up", then
     # blocks like a joined Ray node.

@@ -1,4 +1,4 @@
-"""The main-job demo: ``python -m tests.demo`` (``make demo``), offline, in a few minutes.
+"""The main-job demo: ``python -m tests.cluster demo`` (``make demo``), offline, in minutes.
 
 1. starts a local control plane (etcd, kube-apiserver, controller-manager, scheduler, KWOK) from
    the cached Kubernetes binaries, installs the CRDs (the Workspace's, and Karpenter's NodeClaim
@@ -25,29 +25,41 @@ after the demo, until Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING
 
 from tests.api import seed
-from tests.cluster import binaries as bins
-from tests.cluster.harness import ControlPlane, HarnessError, _die_with_parent, free_port
 from tests.images.errors import ImageError
+from tests.support.procs import (
+    ROOT,
+    Proc,
+    ProcExited,
+    WaitTimeout,
+    free_port,
+    python_env,
+    python_module,
+    wait_until,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
+from . import binaries as bins
+from .harness import ControlPlane, HarnessError
+
+if TYPE_CHECKING:
+    from tests.support.fake_cloud import FakeCloud
+
+    from .realnode import RealCluster
+
 CRD_DIR = ROOT / "manifests" / "crd"
 NAMESPACE = "default"
 SYSTEM_NAMESPACE = "kaito-system"
@@ -74,8 +86,6 @@ NODE_COLUMNS = (
     'READY:.status.conditions[?(@.type=="Ready")].status'
 )
 
-T = TypeVar("T")
-
 
 class DemoError(RuntimeError):
     """A step failed; the message says which and why."""
@@ -91,96 +101,14 @@ def show(text: str, indent: str = "    ") -> None:
         print(textwrap.indent(text, indent, lambda _: True), flush=True)
 
 
-class Proc:
-    """One of our commands as a real process (own session, dies with the demo), logging to a
-    file and, with ``echo``, to the console with that prefix."""
+def alive(procs: Sequence[Proc]) -> Callable[[], None]:
+    """A ``wait_until`` check that gives up as soon as one of ``procs`` has exited."""
 
-    def __init__(
-        self,
-        name: str,
-        argv: Sequence[str],
-        log: Path,
-        env: Mapping[str, str] | None = None,
-        echo: str | None = None,
-    ) -> None:
-        self.name = name
-        self.argv = list(argv)
-        self.log = log
-        self.env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
-        self.echo = echo
-        self.lines: list[str] = []
-        self.popen: subprocess.Popen[str] | None = None
-        self._reader: threading.Thread | None = None
-
-    def start(self) -> Proc:
-        self.popen = subprocess.Popen(
-            self.argv,
-            cwd=ROOT,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-            start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only a prctl call
-        )
-        self._reader = threading.Thread(target=self._read, name=f"log-{self.name}", daemon=True)
-        self._reader.start()
-        return self
-
-    def _read(self) -> None:
-        assert self.popen is not None
-        assert self.popen.stdout is not None
-        with self.popen.stdout, open(self.log, "a", encoding="utf-8") as fh:
-            for line in self.popen.stdout:
-                fh.write(line)
-                fh.flush()
-                self.lines.append(line.rstrip("\n"))
-                if self.echo is not None:
-                    print(f"{self.echo}{line.rstrip()}", flush=True)
-
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def check_alive(self) -> None:
-        if self.popen is not None and self.popen.poll() is not None:
-            raise DemoError(f"{self.name} exited with status {self.popen.returncode}")
-
-    def tail(self, n: int = 30) -> str:
-        return "\n".join(self.lines[-n:])
-
-    def stop(self, timeout: float = 30.0) -> int | None:
-        if self.popen is None:
-            return None
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(10)
-        if self._reader is not None:
-            self._reader.join(10)
-        return self.popen.returncode
-
-
-def wait_for(
-    what: str, fn: Callable[[], T], timeout: float, procs: Sequence[Proc] = (), every: float = 0.3
-) -> T:
-    """Poll ``fn`` until it returns something truthy; fail early when a process died."""
-    deadline = time.monotonic() + timeout
-    while True:
+    def check() -> None:
         for p in procs:
             p.check_alive()
-        result = fn()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise DemoError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(every)
+
+    return check
 
 
 def http_status(url: str, timeout: float = 2.0) -> int | None:
@@ -197,10 +125,10 @@ class Demo:
     def __init__(self, workdir: Path, real_node: bool = True) -> None:
         self.workdir = workdir
         self.cp: ControlPlane | None = None
-        self.cloud: Any = None
+        self.cloud: FakeCloud | None = None
         self.procs: list[Proc] = []
         self.real_node = real_node
-        self.real: Any = None  # a tests.cluster.realnode.RealCluster while it runs
+        self.real: RealCluster | None = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -218,7 +146,8 @@ class Demo:
         env: Mapping[str, str] | None = None,
         echo: str | None = None,
     ) -> Proc:
-        proc = Proc(name, argv, self.workdir / f"{name}.log", env, echo).start()
+        log = self.workdir / f"{name}.log"
+        proc = Proc(name, argv, log=log, env=python_env(env), echo=echo).start()
         self.procs.append(proc)
         return proc
 
@@ -258,24 +187,12 @@ class Demo:
         assert self.cp is not None
         port = free_port()
         say(f"starting the webhook: python -m webhook --register on https://127.0.0.1:{port}")
-        webhook = self.spawn(
-            "webhook",
-            [
-                sys.executable,
-                "-m",
-                "webhook",
-                "--kubeconfig",
-                str(self.cp.kubeconfig),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--register",
-                "--config-namespace",
-                SYSTEM_NAMESPACE,
-            ],
-            env={"KAITO_CERTS_NAMESPACE": SYSTEM_NAMESPACE},
-        )
+        kubeconfig = str(self.cp.kubeconfig)
+        argv = python_module(
+            "webhook", "--kubeconfig", kubeconfig, "--host", "127.0.0.1", "--port", str(port),
+            "--register", "--config-namespace", SYSTEM_NAMESPACE,
+        )  # fmt: skip
+        webhook = self.spawn("webhook", argv, env={"KAITO_CERTS_NAMESPACE": SYSTEM_NAMESPACE})
 
         def refuses_placeholder() -> str:
             out = self.cp.kubectl(  # type: ignore[union-attr]
@@ -290,37 +207,26 @@ class Demo:
             )
             return out.stderr.strip() if "placeholder" in out.stderr else ""
 
-        denial = wait_for("the webhook to be in force", refuses_placeholder, 90, [webhook])
+        denial = wait_until(
+            refuses_placeholder, 90, "the webhook to be in force", check=alive([webhook])
+        )
         say("the webhook is in force: the seed's adapter example with <YOUR_IMAGE> is refused:")
         show(denial.split("denied the request: ", 1)[-1])
 
         metrics = free_port()
         say(f"starting the reconciler: python -m reconciler (health on 127.0.0.1:{metrics})")
-        reconciler = self.spawn(
-            "reconciler",
-            [
-                sys.executable,
-                "-m",
-                "reconciler",
-                "--kubeconfig",
-                str(self.cp.kubeconfig),
-                "--metrics-host",
-                "127.0.0.1",
-                "--metrics-port",
-                str(metrics),
-                "--lease-namespace",
-                SYSTEM_NAMESPACE,
-                "--config-namespace",
-                SYSTEM_NAMESPACE,
-                "--pending-requeue-s",
-                "2",
-            ],
-        )
-        wait_for(
-            "the reconciler to be ready",
+        argv = python_module(
+            "reconciler", "--kubeconfig", kubeconfig, "--metrics-host", "127.0.0.1",
+            "--metrics-port", str(metrics), "--lease-namespace", SYSTEM_NAMESPACE,
+            "--config-namespace", SYSTEM_NAMESPACE, "--pending-requeue-s", "2",
+        )  # fmt: skip
+        reconciler = self.spawn("reconciler", argv)
+        wait_until(
             lambda: http_status(f"http://127.0.0.1:{metrics}/readyz") == 200,
             90,
-            [reconciler],
+            "the reconciler to be ready",
+            every=0.3,
+            check=alive([reconciler]),
         )
 
     def apply_seed(self) -> None:
@@ -348,7 +254,9 @@ class Demo:
             return all(conds.get(k, {}).get("status") == "True" for k in CONDITIONS)
 
         t0 = time.monotonic()
-        wait_for("the Workspace to be Ready", ready, READY_TIMEOUT_S, self.procs, every=0.5)
+        wait_until(
+            ready, READY_TIMEOUT_S, "the Workspace to be Ready", every=0.5, check=alive(self.procs)
+        )
         say(f"Workspace {WORKSPACE} is Ready ({time.monotonic() - t0:.0f}s)")
 
     def show_cluster(self) -> None:
@@ -385,27 +293,16 @@ class Demo:
         from tests.support.tiny_adapters import make_lora_adapter
         from tests.support.tiny_model import build_tiny_llama
 
-        hf_logging.disable_progress_bar()
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         model = build_tiny_llama()
         adapter = make_lora_adapter(model, self.workdir / "adapters" / ADAPTER, seed=1, std=0.3)
         path = self.workdir / "workspace-local.yaml"
         path.write_text(seed.FALCON_7B_ADAPTERS_FILLED, encoding="utf-8")
         port = free_port()
-        argv = [
-            sys.executable,
-            "-m",
-            "reconciler.local",
-            "run",
-            str(path),
-            "--model",
-            str(model),
-            "--adapter-dir",
-            f"{ADAPTER}={adapter}",
-            "--port",
-            str(port),
-            "--vllm",
-            "off",
-        ]
+        argv = python_module(
+            "reconciler.local", "run", str(path), "--model", str(model),
+            "--adapter-dir", f"{ADAPTER}={adapter}", "--port", str(port), "--vllm", "off",
+        )  # fmt: skip
         say("serving the seed's adapter Workspace on this machine:")
         show(seed.FALCON_7B_ADAPTERS_FILLED)
         show(
@@ -413,12 +310,7 @@ class Demo:
             f"--adapter-dir {ADAPTER}=<adapter folder> --port {port} --vllm off"
         )
         run = self.spawn("run", argv, echo="    | ")
-        wait_for(
-            "the local runtime to be ready",
-            lambda: any(line.startswith("==> Ctrl-C stops it") for line in run.lines),
-            SERVE_TIMEOUT_S,
-            [run],
-        )
+        run.wait_line("==> Ctrl-C stops it", SERVE_TIMEOUT_S)
         url = f"http://127.0.0.1:{port}/chat"
         say(f"POST {url} with the seed's request: {CHAT_BODY}")
         request = urllib.request.Request(
@@ -453,18 +345,18 @@ class Demo:
         return None
 
     def serve_on_real_node(self) -> None:
-        from tests.cluster.realnode import RealCluster
         from tests.images import api as images
         from tests.install import realstack
 
+        from .realnode import NODE_NAME, RealCluster
+
         say("step 4 on a real node: containerd + kubelet + kube-proxy on this machine (root)")
         t0 = time.monotonic()
-        self.real = RealCluster()
-        self.real.start()
-        rc = self.real
+        rc = self.real = RealCluster()
+        rc.start()
         cp = rc.control_plane
         say(
-            f"real node {realstack.NODE_NAME} Ready ({time.monotonic() - t0:.0f}s); "
+            f"real node {NODE_NAME} Ready ({time.monotonic() - t0:.0f}s); "
             f"its own apiserver: {cp.server}"
         )
         say("building or reusing the images (tests/images; the first run takes tens of minutes)")
@@ -525,7 +417,7 @@ class Demo:
 
     def logs(self) -> None:
         for p in self.procs:
-            print(f"---- {p.name} (last lines of {p.log.name}) ----", file=sys.stderr)
+            print(f"---- {p.name} (last lines of {p.name}.log) ----", file=sys.stderr)
             print(p.tail(), file=sys.stderr)
         if self.cp is not None:
             for name, text in self.cp.logs().items():
@@ -558,7 +450,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.demo",
+        prog="python -m tests.cluster demo",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -583,6 +475,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (
         DemoError,
         HarnessError,
+        ProcExited,
+        WaitTimeout,
         OSError,
         subprocess.SubprocessError,
         RuntimeError,
