@@ -12,9 +12,10 @@ rotating order inside every repetition, so load swings hit them alike:
 * ``engine-eager`` / ``generate-eager``: the same with eager attention instead of SDPA;
 * any of these with ``@T`` (``engine@1``): with T torch threads instead of ``--threads``.
 
-Every variant records wall time, process CPU time and (engine variants) the time inside the
-model's forward, so ``wall - forward`` is the engine's own bookkeeping (sampling, events,
-padding, merging, the condition variable). Medians over repetitions are printed and saved.
+Every variant records wall time, process CPU time and the time inside the model's forward
+(hooks on the top module), so ``wall - forward`` is the loop's own work (the engine's sampling,
+events, padding, merging and condition variable; ``generate``'s logits processors, stopping
+criteria and input preparation). Medians over repetitions are printed and saved.
 """
 
 from __future__ import annotations
@@ -36,24 +37,29 @@ from bench.serving_bench import make_prompts  # noqa: E402
 from tests.support.tiny_model import BENCH_SPEC, build_tiny_llama  # noqa: E402
 
 
-class _Timed:
-    """Wraps a model: accumulates the wall time spent in its forward."""
+class _ForwardClock:
+    """Accumulates the wall time spent in a model's forward (hooks on the top module)."""
 
     def __init__(self, model: Any) -> None:
-        self.model = model
         self.seconds = 0.0
         self.calls = 0
+        self._started = 0.0
+        self._handles = [
+            model.register_forward_pre_hook(self._pre),
+            model.register_forward_hook(self._post),
+        ]
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return self.model(*args, **kwargs)
-        finally:
-            self.seconds += time.perf_counter() - started
-            self.calls += 1
+    def _pre(self, *_: Any) -> None:
+        self._started = time.perf_counter()
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.model, name)
+    def _post(self, *_: Any) -> None:
+        self.seconds += time.perf_counter() - self._started
+        self.calls += 1
+
+    def close(self) -> dict[str, float]:
+        for handle in self._handles:
+            handle.remove()
+        return {"forward": self.seconds, "forwards": self.calls}
 
 
 def run_engine(model: Any, pad: int, eos: int, prompts: list[list[int]], tokens: int) -> dict:
@@ -62,9 +68,9 @@ def run_engine(model: Any, pad: int, eos: int, prompts: list[list[int]], tokens:
     from runtime.server.engine import Engine, Event, FinishEvent
     from runtime.server.sampling import SamplingParams
 
-    timed = _Timed(model)
+    clock = _ForwardClock(model)
     engine = Engine(
-        timed,
+        model,
         vocab_size=model.config.vocab_size,
         pad_token_id=pad,
         device=torch.device("cpu"),
@@ -93,7 +99,7 @@ def run_engine(model: Any, pad: int, eos: int, prompts: list[list[int]], tokens:
     done.wait(900)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     engine.shutdown()
-    return {"wall": wall, "cpu": cpu, "forward": timed.seconds, "forwards": timed.calls}
+    return {"wall": wall, "cpu": cpu, **clock.close()}
 
 
 def run_generate(model: Any, pad: int, prompts: list[list[int]], tokens: int) -> dict:
@@ -102,6 +108,7 @@ def run_generate(model: Any, pad: int, prompts: list[list[int]], tokens: int) ->
     width = max(len(p) for p in prompts)
     ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    clock = _ForwardClock(model)
     wall, cpu = time.perf_counter(), time.process_time()
     with torch.inference_mode():
         model.generate(
@@ -112,7 +119,8 @@ def run_generate(model: Any, pad: int, prompts: list[list[int]], tokens: int) ->
             min_new_tokens=tokens,
             pad_token_id=pad,
         )
-    return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"wall": wall, "cpu": cpu, **clock.close()}
 
 
 def main() -> None:
@@ -170,23 +178,27 @@ def main() -> None:
             cpu = statistics.median(s["cpu"] for s in samples)
             rate = n * args.tokens / wall
             text = f"{variant} {rate:.0f} tok/s (wall {wall:.2f} s, cpu {cpu:.2f} s"
-            if "forward" in samples[0]:
-                fwd = statistics.median(s["forward"] / s["wall"] for s in samples)
-                text += f", forward {fwd:.1%} of wall"
-            line.append(text + ")")
-        ratios = (
-            [
-                statistics.median(
-                    g["wall"] / e["wall"]
-                    for e, g in zip(per["engine"], per["generate"], strict=True)
-                )
-            ]
-            if "engine" in per and "generate" in per
-            else []
-        )
+            fwd = statistics.median(s["forward"] / s["wall"] for s in samples)
+            rest = statistics.median(
+                1e3 * (s["wall"] - s["forward"]) / s["forwards"] for s in samples
+            )
+            text += f", forward {fwd:.1%} of wall, {rest:.2f} ms/step outside it)"
+            line.append(text)
         print(f"N={n}: " + "; ".join(line), flush=True)
-        if ratios:
-            print(f"N={n}: engine / generate tokens/s (median of per-rep ratios) {ratios[0]:.3f}")
+        for impl in ("", "-eager"):
+            for threads in ("", "@1", "@2"):
+                engine, generate = (
+                    per.get(f"engine{impl}{threads}"),
+                    per.get(f"generate{impl}{threads}"),
+                )
+                if engine and generate:
+                    ratio = statistics.median(
+                        g["wall"] / e["wall"] for e, g in zip(engine, generate, strict=True)
+                    )
+                    print(
+                        f"N={n}: engine{impl}{threads} / generate{impl}{threads} tokens/s "
+                        f"(median of per-repetition ratios) {ratio:.3f}"
+                    )
     data = {
         "command": " ".join(sys.argv),
         "model": model_dir,
