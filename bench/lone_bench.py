@@ -38,7 +38,7 @@ def ours(name: str, model: str, threads: int, cwd: Path) -> Server:
     argv = [
         sys.executable, "-m", "runtime.server", "--model", model, "--host", "127.0.0.1",
         "--port", str(port), "--device", "cpu", "--dtype", "float32",
-        "--threads", str(threads), "--max-num-seqs", "32",
+        "--max-num-seqs", "32", *(["--threads", str(threads)] if threads else []),
     ]  # fmt: skip
     return Server(name, argv, port, env={"PYTHONPATH": str(cwd)}, cwd=cwd)
 
@@ -53,7 +53,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "lone-b",
         [
             sys.executable, "bench/baseline_server.py", "--model", model, "--port", str(port),
-            "--threads", str(args.threads),
+            *(["--threads", str(args.threads)] if args.threads else []),
         ],
         port,
     )  # fmt: skip
@@ -105,7 +105,13 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--requests", type=int, default=5, help="lone requests per round")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads of every server (0: each one's default: runtime.server's --threads "
+        "default, torch's for (b))",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     data = asyncio.run(bench(args))

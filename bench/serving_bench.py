@@ -8,8 +8,11 @@ all N at once, to
   (b) ``bench/baseline_server.py`` (one transformers pipeline call at a time),
 
 and (c) one offline, left-padded, batched ``model.generate`` of the same N prompts runs in this
-process (the ceiling: no HTTP, no scheduling). Rounds alternate (c), (a), (b) so that a noisy
-machine hurts all three alike; the report gives medians over rounds.
+process (the ceiling: no HTTP, no scheduling). With ``--before DIR`` (another checkout, for
+example ``git archive main | tar -x -C DIR``), (a0) is that checkout's ``runtime.server`` with
+the same flags: before/after a change, side by side. Rounds alternate (c), (a), (a0), (b) so
+that a noisy machine hurts them alike; the report gives medians over rounds and the ratios
+computed within each round.
 
     python bench/serving_bench.py --rounds 3 --json bench/serving_results.json \\
         --plot bench/serving_throughput.png
@@ -43,6 +46,13 @@ sys.path.insert(0, str(ROOT))
 
 from tests.support.procs import free_port  # noqa: E402
 from tests.support.tiny_model import BENCH_SPEC, CORPUS, build_tiny_llama  # noqa: E402
+
+LABELS = {
+    "ours": "(a) runtime.server",
+    "before": "(a0) runtime.server, --before",
+    "baseline": "(b) pipeline, one at a time",
+    "offline": "(c) offline batched generate",
+}
 
 
 def make_prompts(count: int) -> list[str]:
@@ -217,17 +227,14 @@ def per_round_ratios(
     out: dict[str, dict[str, Any]] = {}
     for n in clients:
         ours = results["ours"][n]
-        per: dict[str, list[float]] = {"ours_over_offline": [], "ours_over_baseline": []}
-        per["p50_over_lone_p50"] = []
+        per: dict[str, list[float]] = {"p50_over_lone_p50": []}
         for i, round_ in enumerate(ours):
-            per["ours_over_offline"].append(
-                round_["tokens_per_s"] / results["offline"][n][i]["tokens_per_s"]
-            )
-            baseline = results.get("baseline", {}).get(n, [])
-            if i < len(baseline):
-                per["ours_over_baseline"].append(
-                    round_["tokens_per_s"] / baseline[i]["tokens_per_s"]
-                )
+            for other in ("offline", "baseline", "before"):
+                measured = results.get(other, {}).get(n, [])
+                if i < len(measured):
+                    per.setdefault(f"ours_over_{other}", []).append(
+                        round_["tokens_per_s"] / measured[i]["tokens_per_s"]
+                    )
             lone = results["ours"].get(1, [])
             if i < len(lone):
                 per["p50_over_lone_p50"].append(round_["p50_s"] / lone[i]["p50_s"])
@@ -244,20 +251,24 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     clients = [int(c) for c in args.clients.split(",")]
     prompts = make_prompts(max(clients))
     python = sys.executable
-    ours = Server(
-        "ours",
-        [
+
+    def runtime_server(name: str, cwd: Path) -> Server:
+        port = free_port()
+        argv = [
             python, "-m", "runtime.server", "--model", model, "--host", "127.0.0.1",
-            "--port", str(port_a := free_port()), "--device", args.device, "--dtype", args.dtype,
+            "--port", str(port), "--device", args.device, "--dtype", args.dtype,
             "--max-num-seqs", str(max(*clients, 32)), "--max-n", "8",
             *(["--threads", str(args.threads)] if args.threads else []),
             *(f"--adapter={a}" for a in args.adapter),
             *(["--adapter-root", args.adapter_root] if args.adapter_root else []),
             *args.server_arg,
-        ],
-        port_a,
-    )  # fmt: skip
+        ]  # fmt: skip
+        return Server(name, argv, port, env={"PYTHONPATH": str(cwd)}, cwd=cwd)
+
+    ours = runtime_server("ours", ROOT)
     systems: dict[str, Any] = {"ours": ours}
+    if args.before:
+        systems["before"] = runtime_server("before", args.before)
     if not args.skip_baseline:
         systems["baseline"] = Server(
             "baseline",
@@ -279,24 +290,31 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         offline = Offline(model, args.device, args.dtype)
         # Warm-up: one small round everywhere (allocator, kernels, first-call costs).
         offline.run(prompts[:4], 8)
+        names = ["offline", *systems] if not args.skip_offline else list(systems)
         for server in systems.values():
             await load(server.url, prompts[:4], 8)
         results: dict[str, dict[int, list[dict[str, Any]]]] = {
-            name: {n: [] for n in clients} for name in ["offline", *systems]
+            name: {n: [] for n in clients} for name in names
         }
         for r in range(args.rounds):
+            order = names[r % len(names) :] + names[: r % len(names)]  # rotates each round
             for n in clients:
-                results["offline"][n].append(offline.run(prompts[:n], args.tokens))
-                before = await generated_tokens(ours.url)
-                results["ours"][n].append(await load(ours.url, prompts[:n], args.tokens))
-                counted = await generated_tokens(ours.url) - before
-                assert counted == n * args.tokens, (
-                    f"ours generated {counted}, not {n * args.tokens}"
-                )
-                if "baseline" in systems and n <= args.baseline_max_clients:
-                    results["baseline"][n].append(
-                        await load(systems["baseline"].url, prompts[:n], args.tokens)
-                    )
+                for name in order:
+                    if name == "offline":
+                        results[name][n].append(offline.run(prompts[:n], args.tokens))
+                    elif name == "baseline":
+                        if n <= args.baseline_max_clients:
+                            results[name][n].append(
+                                await load(systems[name].url, prompts[:n], args.tokens)
+                            )
+                    else:
+                        url = systems[name].url
+                        before = await generated_tokens(url)
+                        results[name][n].append(await load(url, prompts[:n], args.tokens))
+                        counted = await generated_tokens(url) - before
+                        assert counted == n * args.tokens, (
+                            f"{name} generated {counted}, not {n * args.tokens}"
+                        )
                 line = ", ".join(
                     f"{name} {results[name][n][-1]['tokens_per_s']:.0f} tok/s"
                     for name in results
@@ -342,11 +360,7 @@ def report(data: dict[str, Any], headline: int) -> str:
         f"| {headline} clients x {data['tokens']} tokens, greedy | tokens/s | p50 (s) | p99 (s) |",
         "|---|---|---|---|",
     ]
-    names = {
-        "ours": "(a) runtime.server",
-        "baseline": "(b) pipeline, one at a time",
-        "offline": "(c) offline batched generate",
-    }
+    names = LABELS
     for key, label in names.items():
         if h in med.get(key, {}):
             m = med[key][h]
@@ -364,6 +378,7 @@ def report(data: dict[str, Any], headline: int) -> str:
 
     line("ours_over_baseline", "(a) / (b) tokens/s", ">= 8", ".1f")
     line("ours_over_offline", "(a) / (c) tokens/s", ">= 0.8", ".2f")
+    line("ours_over_before", "(a) / (a0) tokens/s", "> 1", ".2f")
     line(
         "p50_over_lone_p50", f"(a) p50 at {headline} clients / p50 of a lone request", "<= 3", ".2f"
     )
@@ -380,38 +395,53 @@ def report(data: dict[str, Any], headline: int) -> str:
     return "\n".join(lines)
 
 
-def plot(data: dict[str, Any], path: Path) -> None:
-    """tokens/s against concurrent clients, one line per system."""
+def throughput_plot(
+    data: dict[str, Any], path: Path, labels: dict[str, str], title: str, legend_size: float = 10
+) -> None:
+    """tokens/s against concurrent clients, one line per system of ``labels`` (a system
+    measured at one N only is a lone marker)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = {
-        "ours": "(a) runtime.server",
-        "baseline": "(b) pipeline, one at a time",
-        "offline": "(c) offline batched generate",
-    }
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(6.8, 4.4))
     for key, label in labels.items():
         by_n = data["median"].get(key, {})
         xs = sorted(int(n) for n in by_n)
         if xs:
-            ax.plot(xs, [by_n[str(x)]["tokens_per_s"] for x in xs], marker="o", label=label)
+            style = {"marker": "o"} if len(xs) > 1 else {"marker": "x", "ls": ""}
+            ax.plot(xs, [by_n[str(x)]["tokens_per_s"] for x in xs], label=label, **style)
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted({int(n) for by_n in data["median"].values() for n in by_n}))
     ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_xlabel("concurrent clients")
     ax.set_ylabel(f"generated tokens/s ({data['tokens']} per request, greedy)")
-    size = f"{data['parameters'] / 1e6:.1f}M-parameter " if "parameters" in data else ""
-    ax.set_title(
-        f"{size}Llama, {data['device']} {data['dtype']}, median of {data['rounds']} rounds",
-        fontsize=10,
-    )
+    ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=legend_size)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def plot(data: dict[str, Any], path: Path) -> None:
+    """tokens/s against concurrent clients, one line per system."""
+    size = f"{data['parameters'] / 1e6:.1f}M-parameter " if "parameters" in data else ""
+    title = f"{size}Llama, {data['device']} {data['dtype']}, median of {data['rounds']} rounds"
+    throughput_plot(data, path, LABELS, title)
+
+
+def save(
+    data: dict[str, Any],
+    json_path: Path | None,
+    plot_path: Path | None,
+    draw: Callable[[dict[str, Any], Path], None],
+) -> None:
+    """Write the results as JSON and the plot, where asked."""
+    if json_path:
+        json_path.write_text(json.dumps(data, indent=2) + "\n")
+    if plot_path:
+        draw(data, plot_path)
 
 
 def main() -> None:
@@ -431,8 +461,8 @@ def main() -> None:
         "--threads",
         type=int,
         default=1,
-        help="torch CPU threads for all three (1: on a shared, oversubscribed machine, 2 threads "
-        "spin-wait and lose 10x; 0: torch's default)",
+        help="torch CPU threads for every system (0: each one's default: runtime.server's "
+        "--threads default, torch's for (b) and (c))",
     )
     parser.add_argument("--adapter", action="append", default=[], help="NAME=STRENGTH for (a)")
     parser.add_argument("--adapter-root")
@@ -443,6 +473,10 @@ def main() -> None:
         help="extra flag for (a), e.g. --server-arg=--batch-wait-ms=5",
     )
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--skip-offline", action="store_true", help="no (c)")
+    parser.add_argument(
+        "--before", type=Path, help="another checkout whose runtime.server is (a0), same flags"
+    )
     parser.add_argument("--baseline-max-clients", type=int, default=32)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)
@@ -451,10 +485,7 @@ def main() -> None:
     for headline in args.headline.split(","):
         print(report(data, int(headline)))
         print()
-    if args.json:
-        args.json.write_text(json.dumps(data, indent=2) + "\n")
-    if args.plot:
-        plot(data, args.plot)
+    save(data, args.json, args.plot, plot)
 
 
 if __name__ == "__main__":

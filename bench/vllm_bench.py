@@ -54,6 +54,8 @@ from serving_bench import (  # noqa: E402
     generated_tokens,
     load,
     make_prompts,
+    save,
+    throughput_plot,
 )
 
 from reconciler.local.vllm_cpu import python_path  # noqa: E402
@@ -314,33 +316,11 @@ def report(data: dict[str, Any]) -> str:
 
 
 def plot(data: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.8, 4.4))
-    for key, label in LABELS.items():
-        by_n = data["median"].get(key, {})
-        xs = sorted(int(n) for n in by_n)
-        if len(xs) > 1:
-            ax.plot(xs, [by_n[str(x)]["tokens_per_s"] for x in xs], marker="o", label=label)
-        elif xs:
-            ax.plot(xs, [by_n[str(x)]["tokens_per_s"] for x in xs], marker="x", ls="", label=label)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(data["clients"])
-    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    ax.set_xlabel("concurrent clients")
-    ax.set_ylabel(f"generated tokens/s ({data['tokens']} per request, greedy)")
-    ax.set_title(
+    title = (
         f"{data['parameters'] / 1e6:.1f}M-parameter Llama, CPU float32, "
-        f"median of {data['rounds']} rounds",
-        fontsize=10,
+        f"median of {data['rounds']} rounds"
     )
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    throughput_plot(data, path, LABELS, title, legend_size=8)
 
 
 def main() -> None:
@@ -354,7 +334,11 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(
-        "--threads", type=int, default=2, help="torch threads of runtime.server and (b)"
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads of runtime.server and (b) (0: each one's default: runtime.server's "
+        "--threads default, torch's for (b))",
     )
     parser.add_argument("--baseline-clients", type=int, default=1, help="largest N for (b)")
     parser.add_argument("--kv-cache-gib", type=int, default=2, help="vLLM's CPU KV cache")
@@ -365,10 +349,7 @@ def main() -> None:
     args = parser.parse_args()
     data = asyncio.run(bench(args))
     print(report(data))
-    if args.json:
-        args.json.write_text(json.dumps(data, indent=2) + "\n")
-    if args.plot:
-        plot(data, args.plot)
+    save(data, args.json, args.plot, plot)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from runtime.server.cpus import auto_threads
 from runtime.server.errors import ModelLoadError
 from runtime.server.planning import ModelLimits
 from runtime.server.settings import Settings
@@ -153,8 +154,13 @@ def load_model(settings: Settings) -> LoadedModel:
     started = time.monotonic()
     if not settings.allow_download:
         os.environ["HF_HUB_OFFLINE"] = "1"
-    if settings.threads is not None:
-        torch.set_num_threads(settings.threads)
+    if settings.threads:
+        threads, why = settings.threads, "--threads"
+    else:
+        threads, cpus = auto_threads()
+        why = f"{cpus} usable CPU(s)" + (", one kept for the event loop" if cpus > 1 else "")
+    torch.set_num_threads(threads)
+    log.info("torch CPU threads: %d (%s)", threads, why)
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
     common: dict[str, Any] = {

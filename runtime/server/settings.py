@@ -96,7 +96,11 @@ class Settings:
         8 << 20, "largest request body in bytes", low=1024, high=1 << 30
     )
     threads: int | None = setting(
-        None, "CPU threads of torch (default: torch's choice)", low=1, high=1024
+        None,
+        "CPU threads of torch; default: one per CPU this process may use (its CPU set, capped "
+        "by a cgroup CPU limit), less one kept for the HTTP event loop when there are two or more",
+        low=1,
+        high=1024,
     )
     seed: int | None = setting(
         None, "seed of the sampler for requests without a seed (default: random)", low=0
