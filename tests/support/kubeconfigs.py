@@ -1,0 +1,110 @@
+"""Kubeconfigs for the test control plane whose user authenticates another way than the admin's
+client certificate files: embedded certificate data, a bearer token or token file, or an ``exec``
+credential plugin (a small script written here that prints an ``ExecCredential``, as EKS's
+``aws eks get-token``, GKE's ``gke-gcloud-auth-plugin`` and AKS's ``kubelogin`` do)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from tests.cluster.harness import ControlPlane
+
+EXEC_API = "client.authentication.k8s.io/v1"
+
+
+def user_kubeconfig(
+    cp: ControlPlane, path: Path, user: dict[str, Any], *, user_name: str = "someone"
+) -> Path:
+    """A kubeconfig for ``cp``'s apiserver (its CA embedded) with ``user`` as the user entry."""
+    ca = (cp.dir / "pki" / "ca.crt").read_bytes()
+    cfg = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "test",
+                "cluster": {
+                    "server": cp.server,
+                    "certificate-authority-data": base64.b64encode(ca).decode(),
+                },
+            }
+        ],
+        "users": [{"name": user_name, "user": user}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": user_name}}],
+        "current-context": "test",
+    }
+    path.write_text(json.dumps(cfg, indent=2))
+    path.chmod(0o600)
+    return path
+
+
+def admin_cert_data(cp: ControlPlane) -> tuple[str, str]:
+    """The admin's client certificate and key, PEM text."""
+    pki = cp.dir / "pki"
+    return (pki / "admin.crt").read_text(), (pki / "admin.key").read_text()
+
+
+def exec_plugin(
+    path: Path,
+    statuses: list[dict[str, Any]],
+    *,
+    fail: str = "",
+) -> Path:
+    """An executable exec credential plugin. Run number ``i`` prints an ``ExecCredential`` with
+    ``statuses[min(i, len - 1)]`` and appends a line to ``<path>.runs``; with ``fail`` it prints
+    that to stderr and exits 1 instead."""
+    runs = path.with_suffix(".runs")
+    script = f"""\
+        #!{sys.executable}
+        import json, pathlib, sys
+        runs = pathlib.Path({str(runs)!r})
+        n = len(runs.read_text().splitlines()) if runs.exists() else 0
+        with runs.open("a") as fh:
+            fh.write("run\\n")
+        if {fail!r}:
+            print({fail!r}, file=sys.stderr)
+            sys.exit(1)
+        statuses = json.loads({json.dumps(statuses)!r})
+        status = statuses[min(n, len(statuses) - 1)]
+        kind = "ExecCredential"
+        print(json.dumps({{"apiVersion": {EXEC_API!r}, "kind": kind, "status": status}}))
+        """
+    path.write_text(textwrap.dedent(script))
+    path.chmod(0o755)
+    return path
+
+
+def exec_runs(plugin: Path) -> int:
+    """How many times the plugin ran."""
+    runs = plugin.with_suffix(".runs")
+    return len(runs.read_text().splitlines()) if runs.exists() else 0
+
+
+def exec_user(plugin: Path) -> dict[str, Any]:
+    """The kubeconfig user entry that runs ``plugin``."""
+    return {
+        "exec": {
+            "apiVersion": EXEC_API,
+            "command": str(plugin),
+            "interactiveMode": "Never",
+            "provideClusterInfo": False,
+        }
+    }
+
+
+def service_account_token(cp: ControlPlane, namespace: str, name: str, role: str) -> str:
+    """A token of a new ServiceAccount ``namespace/name`` bound to the ClusterRole ``role``."""
+    cp.kubectl("create", "serviceaccount", name, "-n", namespace)
+    cp.kubectl(
+        "create",
+        "clusterrolebinding",
+        f"{namespace}-{name}",
+        f"--clusterrole={role}",
+        f"--serviceaccount={namespace}:{name}",
+    )
+    return str(cp.kubectl("create", "token", name, "-n", namespace).stdout.strip())
