@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import subprocess
+import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,15 @@ from reconciler.kube import Kube, load_credentials, load_in_cluster, load_kubeco
 from reconciler.resources import CONFIGMAPS, LEASES
 from tests.cluster.harness import ControlPlane
 from tests.reconciler.aio import sync
-from tests.support.kubeconfigs import EXEC_API, exec_plugin, exec_runs, exec_user
+from tests.support.kubeconfigs import (
+    EXEC_API,
+    admin_cert_data,
+    exec_plugin,
+    exec_runs,
+    exec_user,
+    service_account_token,
+    user_kubeconfig,
+)
 
 
 def _cm(name: str, ns: str, data: dict[str, str]) -> dict[str, Any]:
@@ -135,6 +146,33 @@ async def test_in_cluster_credentials(tmp_path: Path) -> None:
         await Kube(creds, field_manager="kaito-test").open()
 
 
+def test_the_client_loads_no_generated_api_or_model_module(tmp_path: Path) -> None:
+    """kubernetes_asyncio's package imports 700 generated modules (70 MiB) the client never
+    uses; it loads its configuration, transport and credential loaders only."""
+    ca = make_ca(datetime.now(UTC), timedelta(days=1))
+    (tmp_path / "token").write_text("tok")
+    (tmp_path / "ca.crt").write_bytes(ca.cert_pem)
+    script = f"""
+import asyncio, sys
+from pathlib import Path
+from reconciler.kube import Kube, load_in_cluster
+env = {{"KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443"}}
+async def main():
+    async with Kube(load_in_cluster(env, Path({str(tmp_path)!r})), field_manager="t"):
+        pass
+asyncio.run(main())
+print("\\n".join(m for m in sys.modules if m.startswith("kubernetes_asyncio")))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    loaded = set(out.stdout.split())
+    assert "kubernetes_asyncio.config.kube_config" in loaded
+    assert "kubernetes_asyncio.client.rest" in loaded
+    assert not {m for m in loaded if ".models" in m or ".api." in m or m.endswith(".api")}
+    assert len(loaded) < 20, sorted(loaded)
+
+
 @sync
 async def test_apply_is_idempotent_and_shared_fields_need_force(
     control_plane: ControlPlane, namespace: str
@@ -237,3 +275,72 @@ async def test_informer_follows_changes_and_relists(
     assert changes == [(None, "1"), ("1", "2"), ("2", None)]
     assert relists >= 2
     assert inf.store == {}
+
+
+@pytest.fixture
+def admin_token(control_plane: ControlPlane, namespace: str) -> Iterator[str]:
+    """A token of a ServiceAccount bound to cluster-admin (the binding is removed afterwards)."""
+    yield service_account_token(control_plane, namespace, "admin", "cluster-admin")
+    control_plane.kubectl("delete", "clusterrolebinding", f"{namespace}-admin", check=False)
+
+
+def _users(cp: ControlPlane, token: str, tmp_path: Path) -> dict[str, dict[str, Any]]:
+    """Every way a kubeconfig user authenticates, for the same apiserver."""
+    cert, key = admin_cert_data(cp)
+    (tmp_path / "token").write_text(token)
+    return {
+        "client certificate data": {
+            "client-certificate-data": base64.b64encode(cert.encode()).decode(),
+            "client-key-data": base64.b64encode(key.encode()).decode(),
+        },
+        "token": {"token": token},
+        "token file": {"tokenFile": str(tmp_path / "token")},
+        "exec token": exec_user(exec_plugin(tmp_path / "token-plugin", [{"token": token}])),
+        "exec client certificate": exec_user(
+            exec_plugin(
+                tmp_path / "cert-plugin",
+                [{"clientCertificateData": cert, "clientKeyData": key}],
+            )
+        ),
+    }
+
+
+@sync
+async def test_every_kind_of_kubeconfig_user_reaches_the_apiserver(
+    control_plane: ControlPlane, namespace: str, admin_token: str, tmp_path: Path
+) -> None:
+    for kind, user in _users(control_plane, admin_token, tmp_path).items():
+        kc = user_kubeconfig(control_plane, tmp_path / f"{kind}.kc".replace(" ", "-"), user)
+        async with Kube(load_kubeconfig(kc), field_manager="kaito-test") as kube:
+            name = kind.replace(" ", "-")
+            await kube.apply(_cm(name, namespace, {"kind": kind}))
+            got = await kube.get(CONFIGMAPS, name, namespace)
+            assert got is not None, kind
+            assert got["data"] == {"kind": kind}
+            assert name in {o["metadata"]["name"] for o in (await kube.list(CONFIGMAPS)).items}
+    # Each plugin ran once: a token without an expiry is kept until the apiserver refuses it.
+    assert exec_runs(tmp_path / "token-plugin") == 1
+    assert exec_runs(tmp_path / "cert-plugin") == 1
+
+
+@sync
+async def test_exec_tokens_are_renewed_on_expiry_and_on_401(
+    control_plane: ControlPlane, namespace: str, admin_token: str, tmp_path: Path
+) -> None:
+    # The first token has expired already: the plugin runs again before the first request,
+    # and its second token (valid for long) serves every later request.
+    expiring = exec_plugin(
+        tmp_path / "expiring",
+        [
+            {"token": admin_token, "expirationTimestamp": "2000-01-01T00:00:00Z"},
+            {"token": admin_token, "expirationTimestamp": "2999-01-01T00:00:00Z"},
+        ],
+    )
+    # The first token is refused (HTTP 401): the plugin runs again and the request is retried.
+    refused = exec_plugin(tmp_path / "refused", [{"token": "not-a-token"}, {"token": admin_token}])
+    for plugin in (expiring, refused):
+        kc = user_kubeconfig(control_plane, tmp_path / f"{plugin.name}.kc", exec_user(plugin))
+        async with Kube(load_kubeconfig(kc), field_manager="kaito-test") as kube:
+            for _ in range(3):
+                assert await kube.get(CONFIGMAPS, "absent", namespace) is None
+        assert exec_runs(plugin) == 2, plugin.name

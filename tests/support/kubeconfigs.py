@@ -6,9 +6,11 @@ credential plugin (a small script written here that prints an ``ExecCredential``
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +110,38 @@ def service_account_token(cp: ControlPlane, namespace: str, name: str, role: str
         f"--serviceaccount={namespace}:{name}",
     )
     return str(cp.kubectl("create", "token", name, "-n", namespace).stdout.strip())
+
+
+@contextlib.contextmanager
+def exec_admin_kubeconfig(cp: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[Path]:
+    """A kubeconfig whose user (``eks``) runs the plugin ``tmp_path/plugin``, which prints the
+    token of a ServiceAccount bound to cluster-admin (the binding is removed on exit)."""
+    token = service_account_token(cp, namespace, "controller", "cluster-admin")
+    plugin = exec_plugin(tmp_path / "plugin", [{"token": token}])
+    try:
+        yield user_kubeconfig(cp, tmp_path / "exec.kc", exec_user(plugin), user_name="eks")
+    finally:
+        cp.kubectl("delete", "clusterrolebinding", f"{namespace}-controller", check=False)
+
+
+def failing_exec_kubeconfig(tmp_path: Path, stderr: str) -> tuple[Path, Path]:
+    """``(plugin, kubeconfig)``: user ``eks`` of context ``test`` runs a plugin that prints
+    ``stderr`` and exits 1 (the server is never reached)."""
+    plugin = exec_plugin(tmp_path / "plugin", [], fail=stderr)
+    cfg = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "test", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "eks", "user": exec_user(plugin)}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "eks"}}],
+        "current-context": "test",
+    }
+    kc = tmp_path / "failing.kc"
+    kc.write_text(json.dumps(cfg))
+    return plugin, kc
+
+
+def assert_names_the_failing_plugin(message: str, plugin: Path, kubeconfig: Path) -> None:
+    assert f"kubeconfig {kubeconfig}, context 'test', user 'eks'" in message
+    assert f"the exec credential plugin {str(plugin)!r} failed" in message
+    assert "fix: run the plugin's command by hand to see why" in message

@@ -1,0 +1,49 @@
+"""``python -m reconciler`` with a kubeconfig whose user is an ``exec`` credential plugin (the
+kind EKS, GKE and AKS hand out): it runs a Workspace to Ready against the real apiserver, and a
+failing plugin stops it with a message naming the kubeconfig, the user and the fix."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.cluster.harness import ControlPlane
+from tests.reconciler import examples
+from tests.reconciler.helpers import REPO, StartReconciler, apply, wait_ready
+from tests.support.kubeconfigs import (
+    assert_names_the_failing_plugin,
+    exec_admin_kubeconfig,
+    exec_runs,
+    failing_exec_kubeconfig,
+)
+
+
+def test_the_reconciler_runs_a_workspace_with_an_exec_plugin(
+    crds: ControlPlane, namespace: str, start_reconciler: StartReconciler, tmp_path: Path
+) -> None:
+    with exec_admin_kubeconfig(crds, namespace, tmp_path) as kc:
+        start_reconciler(kubeconfig=kc)
+        apply(crds, namespace, examples.SEEDS["falcon-vllm"])
+        ws = wait_ready(crds, namespace, "workspace-falcon-7b")
+        managers = {m["manager"] for m in ws["metadata"]["managedFields"]}
+        assert "kaito-reconciler" in managers
+        assert exec_runs(tmp_path / "plugin") == 1
+
+
+def test_a_failing_exec_plugin_stops_the_reconciler_with_the_fix(tmp_path: Path) -> None:
+    plugin, kc = failing_exec_kubeconfig(tmp_path, "error: the SSO session has expired")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAITO_RECONCILER_")}
+    out = subprocess.run(
+        [sys.executable, "-m", "reconciler", "--kubeconfig", str(kc), "--metrics-port", "0"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 1, out.stderr
+    assert_names_the_failing_plugin(out.stderr, plugin, kc)
+    assert "error: the SSO session has expired" in out.stderr
