@@ -5,18 +5,15 @@ failing plugin stops it with a message naming the kubeconfig, the user and the f
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 from tests.cluster.harness import ControlPlane
 from tests.reconciler import examples
 from tests.reconciler.helpers import REPO, StartReconciler, apply, wait_ready
 from tests.support.kubeconfigs import (
-    assert_names_the_failing_plugin,
+    assert_a_failing_plugin_stops,
     exec_admin_kubeconfig,
     exec_runs,
-    failing_exec_kubeconfig,
 )
 
 
@@ -33,17 +30,5 @@ def test_the_reconciler_runs_a_workspace_with_an_exec_plugin(
 
 
 def test_a_failing_exec_plugin_stops_the_reconciler_with_the_fix(tmp_path: Path) -> None:
-    plugin, kc = failing_exec_kubeconfig(tmp_path, "error: the SSO session has expired")
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAITO_RECONCILER_")}
-    out = subprocess.run(
-        [sys.executable, "-m", "reconciler", "--kubeconfig", str(kc), "--metrics-port", "0"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert out.returncode == 1, out.stderr
-    assert_names_the_failing_plugin(out.stderr, plugin, kc)
-    assert "error: the SSO session has expired" in out.stderr
+    assert_a_failing_plugin_stops(tmp_path, ["reconciler", "--metrics-port", "0"], env, REPO)

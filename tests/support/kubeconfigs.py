@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -141,7 +142,23 @@ def failing_exec_kubeconfig(tmp_path: Path, stderr: str) -> tuple[Path, Path]:
     return plugin, kc
 
 
-def assert_names_the_failing_plugin(message: str, plugin: Path, kubeconfig: Path) -> None:
-    assert f"kubeconfig {kubeconfig}, context 'test', user 'eks'" in message
-    assert f"the exec credential plugin {str(plugin)!r} failed" in message
-    assert "fix: run the plugin's command by hand to see why" in message
+def assert_a_failing_plugin_stops(
+    tmp_path: Path, argv: list[str], env: dict[str, str], cwd: Path
+) -> None:
+    """``python -m <argv> --kubeconfig K``, K's exec plugin failing: exit 1 with a message
+    naming the kubeconfig, the context, the user, the plugin, its own words and the fix."""
+    plugin, kc = failing_exec_kubeconfig(tmp_path, "error: the SSO session has expired")
+    out = subprocess.run(
+        [sys.executable, "-m", *argv, "--kubeconfig", str(kc)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 1, out.stderr
+    assert f"kubeconfig {kc}, context 'test', user 'eks'" in out.stderr
+    assert f"the exec credential plugin {str(plugin)!r} failed" in out.stderr
+    assert "error: the SSO session has expired" in out.stderr
+    assert "fix: run the plugin's command by hand to see why" in out.stderr

@@ -19,10 +19,9 @@ import pytest
 from tests.api import seed
 from tests.cluster.harness import ControlPlane, free_port
 from tests.support.kubeconfigs import (
-    assert_names_the_failing_plugin,
+    assert_a_failing_plugin_stops,
     exec_admin_kubeconfig,
     exec_runs,
-    failing_exec_kubeconfig,
 )
 from tests.webhook.cluster_support import ROOT, install_crds, wait_until, webhook_in_force
 
@@ -73,16 +72,5 @@ def test_the_webhook_and_its_certificate_manager_share_one_exec_authenticated_cl
 
 
 def test_a_failing_exec_plugin_stops_the_webhook_with_the_fix(tmp_path: Path) -> None:
-    plugin, kc = failing_exec_kubeconfig(tmp_path, "error: the SSO session has expired")
-    out = subprocess.run(
-        [sys.executable, "-m", "webhook", "--kubeconfig", str(kc), "--port", str(free_port())],
-        cwd=ROOT,
-        env={**os.environ, "KAITO_CERTS_NAMESPACE": "default"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert out.returncode == 1, out.stderr
-    assert_names_the_failing_plugin(out.stderr, plugin, kc)
-    assert "error: the SSO session has expired" in out.stderr
+    env = {**os.environ, "KAITO_CERTS_NAMESPACE": "default"}
+    assert_a_failing_plugin_stops(tmp_path, ["webhook", "--port", str(free_port())], env, ROOT)
