@@ -5,7 +5,10 @@ failing plugin stops it with a message naming the kubeconfig, the user and the f
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from tests.cluster.harness import ControlPlane
 from tests.reconciler import examples
@@ -17,16 +20,26 @@ from tests.support.kubeconfigs import (
 )
 
 
-def test_the_reconciler_runs_a_workspace_with_an_exec_plugin(
-    crds: ControlPlane, namespace: str, start_reconciler: StartReconciler, tmp_path: Path
-) -> None:
+@pytest.fixture
+def exec_kubeconfig(crds: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[Path]:
+    """Set up before ``start_reconciler``, so torn down after it: the reconciler keeps its
+    rights while the Workspaces are deleted."""
     with exec_admin_kubeconfig(crds, namespace, tmp_path) as kc:
-        start_reconciler(kubeconfig=kc)
-        apply(crds, namespace, examples.SEEDS["falcon-vllm"])
-        ws = wait_ready(crds, namespace, "workspace-falcon-7b")
-        managers = {m["manager"] for m in ws["metadata"]["managedFields"]}
-        assert "kaito-reconciler" in managers
-        assert exec_runs(tmp_path / "plugin") == 1
+        yield kc
+
+
+def test_the_reconciler_runs_a_workspace_with_an_exec_plugin(
+    crds: ControlPlane,
+    namespace: str,
+    exec_kubeconfig: Path,
+    start_reconciler: StartReconciler,
+    tmp_path: Path,
+) -> None:
+    start_reconciler(kubeconfig=exec_kubeconfig)
+    apply(crds, namespace, examples.SEEDS["falcon-vllm"])
+    ws = wait_ready(crds, namespace, "workspace-falcon-7b")
+    assert ws["status"]["workerNodes"]  # its NodeClaim's node, made by the reconciler
+    assert exec_runs(tmp_path / "plugin") == 1
 
 
 def test_a_failing_exec_plugin_stops_the_reconciler_with_the_fix(tmp_path: Path) -> None:
