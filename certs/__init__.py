@@ -10,18 +10,22 @@ in the Kubernetes client):
 - :mod:`certs.settings` — ``CertSettings`` (bounds, descriptions, ``from_env``).
 - :mod:`certs.tls` — ``ReloadableServerContext(bundle).context`` / ``.reload(bundle)``,
   ``client_context(ca_pem)``.
-- :mod:`certs.kube` — ``CertKube``: the only module here that talks to Kubernetes.
+- :mod:`certs.kube` — ``CertKube``: the only module here that talks to Kubernetes (through the
+  controller's one client, :class:`reconciler.kube.Kube`).
 - :mod:`certs.manager` — ``CertManager(settings, kube).ensure() -> CertBundle`` and ``.run()``.
 - :mod:`certs.errors` — the exception tree rooted at ``CertError``.
 
 The whole flow, in a webhook process::
 
-    from certs.kube import CertKube
+    from certs.kube import FIELD_MANAGER, CertKube
     from certs.manager import CertManager
     from certs.settings import CertSettings
     from certs.tls import ReloadableServerContext
 
-    manager = CertManager(CertSettings.from_env(os.environ), CertKube.in_cluster())
+    from reconciler.kube import Kube, load_in_cluster
+
+    kube = CertKube(Kube(load_in_cluster(os.environ), field_manager=FIELD_MANAGER))
+    manager = CertManager(CertSettings.from_env(os.environ), kube)
     bundle = await manager.ensure()
     tls = ReloadableServerContext(bundle)
     # web.TCPSite(runner, host, port, ssl_context=tls.context)

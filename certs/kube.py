@@ -1,8 +1,8 @@
-"""The one module of ``certs`` that talks to the Kubernetes API (official ``kubernetes`` client).
+"""The one module of ``certs`` that talks to the Kubernetes API, through the controller's client
+(:class:`reconciler.kube.Kube`; the webhook process shares its one client with this module).
 
 :class:`CertKube` reads and writes the certificate Secret and the ``caBundle`` of webhook
-configurations. The client is blocking, so every call runs in a worker thread
-(``asyncio.to_thread``). Writes use the field manager ``kaito-py``: the Secret is created with
+configurations. Writes use the field manager ``kaito-py``: the Secret is created with
 POST (so two replicas racing get ``AlreadyExists`` and one winner) and updated with server-side
 apply carrying ``metadata.resourceVersion`` (optimistic concurrency: a concurrent change gives
 HTTP 409); ``caBundle`` is set with server-side apply of just
@@ -12,11 +12,11 @@ HTTP failures become :mod:`certs.errors` exceptions whose messages name the obje
 (403 → :class:`CertPermissionError` naming the missing RBAC verb, 404 → :class:`CertNotFoundError`,
 409 → :class:`CertConflictError`).
 
-Build one from an ``ApiClient`` you already have, or::
+Build one from the client you already have::
 
-    kube = CertKube.from_kubeconfig("/path/to/kubeconfig")   # or CertKube.in_cluster()
+    kube = CertKube(Kube(load_kubeconfig(path), field_manager=FIELD_MANAGER))
     ...
-    kube.close()
+    await kube.close()   # closes the client (only when this module owns it)
 
 RBAC the webhook's ServiceAccount needs: ``get``, ``create``, ``patch`` on ``secrets`` in its
 namespace; ``get``, ``patch`` on ``mutatingwebhookconfigurations`` and
@@ -27,14 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal
 
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
-from kubernetes.client.exceptions import ApiException
+import aiohttp
 
 from certs.errors import (
     CertConflictError,
@@ -43,24 +40,24 @@ from certs.errors import (
     CertPermissionError,
 )
 from certs.plan import SECRET_TYPE
+from reconciler.errors import ApiError, KubeConfigError
+from reconciler.kube import Kube
+from reconciler.resources import MUTATING_WEBHOOKS, SECRETS, VALIDATING_WEBHOOKS, Resource
 
 FIELD_MANAGER: Final = "kaito-py"
 MUTATING: Final = "MutatingWebhookConfiguration"
 VALIDATING: Final = "ValidatingWebhookConfiguration"
 WebhookKind = Literal["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"]
 
-_APPLY = "application/apply-patch+yaml"
 _ADMISSION_API = "admissionregistration.k8s.io/v1"
-_RESOURCE = {
-    MUTATING: "mutatingwebhookconfigurations",
-    VALIDATING: "validatingwebhookconfigurations",
+_RESOURCE: Final[dict[str, Resource]] = {
+    MUTATING: MUTATING_WEBHOOKS,
+    VALIDATING: VALIDATING_WEBHOOKS,
 }
 LABELS: Final = {
     "app.kubernetes.io/managed-by": FIELD_MANAGER,
     "app.kubernetes.io/component": "webhook-certificates",
 }
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -82,29 +79,17 @@ class WebhookConfigState:
     ca_bundles: dict[str, bytes]
 
 
-def _message(exc: ApiException) -> str:
-    body: object = exc.body
-    if isinstance(body, bytes):
-        body = body.decode("utf-8", "replace")
-    if isinstance(body, str) and body:
-        try:
-            parsed = json.loads(body)
-        except ValueError:
-            return body.strip()[:300]
-        if isinstance(parsed, dict) and isinstance(parsed.get("message"), str):
-            return str(parsed["message"])
-    return str(exc.reason or "")
-
-
 def _translate(exc: Exception, *, verb: str, resource: str, what: str, scope: str) -> CertKubeError:
     """Map a client exception to the package's tree, naming ``what`` and the fix."""
-    if not isinstance(exc, ApiException):
+    if isinstance(exc, KubeConfigError):
+        return CertKubeError(f"cannot {verb} {what}: {exc}")
+    if not isinstance(exc, ApiError):
         return CertKubeError(
             f"cannot {verb} {what}: the apiserver is unreachable ({type(exc).__name__}: {exc}); "
             "check the kubeconfig or in-cluster service account and the network"
         )
-    status = int(exc.status or 0)
-    detail = _message(exc)
+    status = exc.status
+    detail = exc.message.strip()[:300] or exc.reason
     if status == 403:
         return CertPermissionError(
             f"forbidden to {verb} {what}: {detail}. Fix: grant the webhook's ServiceAccount the "
@@ -133,73 +118,42 @@ def _unb64(value: str | None) -> bytes:
 
 
 class CertKube:
-    """Kubernetes I/O for the certificate manager. Thread-safe; methods are coroutines."""
+    """Kubernetes I/O for the certificate manager, over a shared :class:`Kube`."""
 
     def __init__(
         self,
-        api_client: k8s.ApiClient,
+        kube: Kube,
         *,
         field_manager: str = FIELD_MANAGER,
         request_timeout: float = 15.0,
     ) -> None:
-        self.api_client = api_client
+        self.kube = kube
         self.field_manager = field_manager
         self.request_timeout = request_timeout
-        self._core = k8s.CoreV1Api(api_client)
-        self._admission = k8s.AdmissionregistrationV1Api(api_client)
 
-    @classmethod
-    def from_kubeconfig(cls, path: str | None = None, *, context: str | None = None) -> CertKube:
-        """Use a kubeconfig file (``None``: ``$KUBECONFIG`` or ``~/.kube/config``)."""
-        api_client = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
-            config_file=path, context=context
-        )
-        return cls(api_client)
-
-    @classmethod
-    def in_cluster(cls) -> CertKube:
-        """Use the Pod's ServiceAccount."""
-        configuration = k8s.Configuration()
-        k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
-            client_configuration=configuration
-        )
-        return cls(k8s.ApiClient(configuration))
-
-    def close(self) -> None:
-        self.api_client.close()  # type: ignore[no-untyped-call]
+    async def close(self) -> None:
+        """Close the client (for a ``CertKube`` that owns it; a shared one is closed by its
+        owner)."""
+        await self.kube.close()
 
     async def _call(
         self,
-        fn: Callable[..., Any],
-        *args: Any,
+        call: Awaitable[dict[str, Any] | None],
+        *,
         verb: str,
-        resource: str,
+        resource: Resource,
         what: str,
         scope: str,
-        **kwargs: Any,
     ) -> dict[str, Any]:
-        def blocking() -> dict[str, Any]:
-            response = fn(
-                *args, _preload_content=False, _request_timeout=self.request_timeout, **kwargs
-            )
-            try:
-                payload = response.data
-            finally:
-                response.release_conn()
-            try:
-                parsed = json.loads(payload)
-            except ValueError:
-                parsed = None
-            if not isinstance(parsed, dict):
-                raise CertKubeError(f"cannot {verb} {what}: unexpected answer {payload[:200]!r}")
-            return parsed
-
         try:
-            return await asyncio.to_thread(blocking)
-        except CertKubeError:
-            raise
-        except Exception as exc:  # ApiException, urllib3 and socket errors
-            raise _translate(exc, verb=verb, resource=resource, what=what, scope=scope) from exc
+            obj = await asyncio.wait_for(call, self.request_timeout)
+        except (ApiError, KubeConfigError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise _translate(
+                exc, verb=verb, resource=resource.plural, what=what, scope=scope
+            ) from exc
+        if obj is None:
+            raise CertNotFoundError(f"cannot {verb} {what}: not found", status=404)
+        return obj
 
     # -- Secret ----------------------------------------------------------------------------------
 
@@ -225,11 +179,9 @@ class CertKube:
         """The Secret's data, or ``None`` when it does not exist."""
         try:
             obj = await self._call(
-                self._core.read_namespaced_secret,
-                name,
-                namespace,
+                self.kube.get(SECRETS, name, namespace),
                 verb="get",
-                resource="secrets",
+                resource=SECRETS,
                 what=f"Secret {namespace}/{name}",
                 scope=f"in namespace {namespace!r}",
             )
@@ -245,12 +197,11 @@ class CertKube:
         what = f"Secret {namespace}/{name}"
         try:
             obj = await self._call(
-                self._core.create_namespaced_secret,
-                namespace,
-                self._secret_body(namespace, name, data),
-                field_manager=self.field_manager,
+                self.kube.create(
+                    self._secret_body(namespace, name, data), field_manager=self.field_manager
+                ),
                 verb="create",
-                resource="secrets",
+                resource=SECRETS,
                 what=what,
                 scope=f"in namespace {namespace!r}",
             )
@@ -274,15 +225,9 @@ class CertKube:
         body = self._secret_body(namespace, name, data)
         body["metadata"]["resourceVersion"] = resource_version
         obj = await self._call(
-            self._core.patch_namespaced_secret,
-            name,
-            namespace,
-            body,
-            field_manager=self.field_manager,
-            force=True,
-            _content_type=_APPLY,
+            self.kube.apply(body, field_manager=self.field_manager),
             verb="patch",
-            resource="secrets",
+            resource=SECRETS,
             what=f"Secret {namespace}/{name}",
             scope=f"in namespace {namespace!r}",
         )
@@ -290,25 +235,12 @@ class CertKube:
 
     # -- webhook configurations ------------------------------------------------------------------
 
-    def _webhook_fns(self, kind: WebhookKind) -> tuple[Callable[..., Any], Callable[..., Any]]:
-        if kind == MUTATING:
-            return (
-                self._admission.read_mutating_webhook_configuration,
-                self._admission.patch_mutating_webhook_configuration,
-            )
-        return (
-            self._admission.read_validating_webhook_configuration,
-            self._admission.patch_validating_webhook_configuration,
-        )
-
     async def read_webhook_config(self, kind: WebhookKind, name: str) -> WebhookConfigState:
         """Each webhook's current caBundle; :class:`CertNotFoundError` (with the fix) if the
         configuration does not exist."""
-        read, _patch = self._webhook_fns(kind)
         try:
             obj = await self._call(
-                read,
-                name,
+                self.kube.get(_RESOURCE[kind], name),
                 verb="get",
                 resource=_RESOURCE[kind],
                 what=f"{kind} {name}",
@@ -334,7 +266,6 @@ class CertKube:
     async def apply_ca_bundle(self, state: WebhookConfigState, ca_bundle_pem: bytes) -> None:
         """Set ``caBundle`` of every webhook in ``state`` (server-side apply, only if the object
         is still at ``state.resource_version``)."""
-        _read, patch = self._webhook_fns(state.kind)
         body = {
             "apiVersion": _ADMISSION_API,
             "kind": state.kind,
@@ -345,12 +276,7 @@ class CertKube:
             ],
         }
         await self._call(
-            patch,
-            state.name,
-            body,
-            field_manager=self.field_manager,
-            force=True,
-            _content_type=_APPLY,
+            self.kube.apply(body, field_manager=self.field_manager),
             verb="patch",
             resource=_RESOURCE[state.kind],
             what=f"{state.kind} {state.name}",

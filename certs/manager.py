@@ -6,7 +6,7 @@ Use from the webhook process::
     settings = CertSettings(namespace="kaito-system", service_name="kaito-webhook",
                             mutating_webhook_configurations=("kaito-workspace-mutating",),
                             validating_webhook_configurations=("kaito-workspace-validating",))
-    kube = CertKube.from_kubeconfig(path)          # or CertKube.in_cluster()
+    kube = CertKube(Kube(load_kubeconfig(path), field_manager=FIELD_MANAGER))  # reconciler.kube
     manager = CertManager(settings, kube)
     bundle = await manager.ensure()                # Secret created or reused, caBundle injected
     tls = ReloadableServerContext(bundle)          # certs.tls; pass tls.context to web.TCPSite

@@ -1,187 +1,52 @@
-"""The one module that talks to the Kubernetes API: an asyncio client on aiohttp.
+"""The one Kubernetes client of the controller processes (reconciler, webhook, certificates).
 
-It loads credentials from a kubeconfig (client certificates, bearer tokens, token files) or the
-in-cluster service account, and offers what the reconciler needs: get, list (paginated), watch
-(a stream of events), server-side apply under one field manager (``force`` for our own fields),
-apply to the status subresource, create, replace (optimistic concurrency, for the Lease), delete
-and Events. Every request is counted through an ``on_request(verb, resource, code)`` hook.
+Credentials and transport come from ``kubernetes_asyncio``, the asyncio port of the official
+client (:mod:`reconciler.kubeconfig`: every kubeconfig the official client accepts, exec
+credential plugins and auth-providers included, and the in-cluster service account); its aiohttp
+transport sends the requests. On top of it this module keeps a small typed API of plain dicts:
+get, list (paginated), watch (a stream of events), server-side apply under one field manager
+(``force`` for our own fields; another manager or a dry run on request), apply to the status
+subresource, create, replace (optimistic concurrency, for the Lease), patch, delete and Events.
+Every request is counted through an ``on_request(verb, resource, code)`` hook.
 
-Exec credential plugins and auth-provider kubeconfigs are not supported: use a token or client
-certificate kubeconfig, or run in a cluster.
+After an HTTP 401 with renewable credentials (exec plugins, auth-providers) they are loaded again
+and the request is retried once.
+
+Only this module and :mod:`reconciler.kubeconfig` import ``kubernetes_asyncio``; ``webhook.kube``
+and ``certs.kube`` are facades over a :class:`Kube` (the webhook process builds one, shared with
+its certificate manager).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 import json
 import math
-import os
-import ssl
-import tempfile
-import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import yaml
 
-from reconciler.errors import ApiError, GoneError, KubeConfigError, api_error
+from reconciler.errors import ApiError, GoneError, api_error
+from reconciler.kubeconfig import (
+    SA_DIR,
+    Auth,
+    Credentials,
+    load_credentials,
+    load_in_cluster,
+    load_kubeconfig,
+)
 from reconciler.resources import EVENTS, Resource, resource_of
 
-SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+if TYPE_CHECKING:
+    from kubernetes_asyncio.client.rest import RESTClientObject
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 JSON_PATCH_CONTENT_TYPE = "application/json-patch+json"
 MERGE_PATCH_CONTENT_TYPE = "application/merge-patch+json"
 
 OnRequest = Callable[[str, str, int], None]
 """Called after every request with (verb, resource, HTTP status or 0 for a network error)."""
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """How to reach and authenticate to one apiserver."""
-
-    server: str
-    ca_file: str | None = None
-    ca_data: bytes | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    cert_data: bytes | None = None
-    key_data: bytes | None = None
-    token: str | None = None
-    token_file: str | None = None
-    insecure: bool = False
-    namespace: str | None = None
-    """The namespace the credentials belong to (in-cluster: the pod's)."""
-
-    def ssl_context(self) -> ssl.SSLContext | bool:
-        if not self.server.startswith("https"):
-            return False
-        if self.insecure:
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        elif self.ca_data is not None:
-            ctx = ssl.create_default_context(cadata=self.ca_data.decode())
-        else:
-            ctx = ssl.create_default_context(cafile=self.ca_file)
-        if self.cert_file and self.key_file:
-            ctx.load_cert_chain(self.cert_file, self.key_file)
-        elif self.cert_data is not None and self.key_data is not None:
-            # ssl needs files: write them to a private temporary directory and remove it at once.
-            with tempfile.TemporaryDirectory(prefix="kaito-kc-") as tmp:
-                cert, key = Path(tmp) / "c.pem", Path(tmp) / "k.pem"
-                for path, data in ((cert, self.cert_data), (key, self.key_data)):
-                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                    with os.fdopen(fd, "wb") as fh:
-                        fh.write(data)
-                ctx.load_cert_chain(str(cert), str(key))
-        return ctx
-
-
-def _b64(value: str, what: str) -> bytes:
-    try:
-        return base64.b64decode(value)
-    except ValueError as exc:
-        raise KubeConfigError(f"{what} is not valid base64: {exc}") from exc
-
-
-def _rel(base: Path, value: str) -> str:
-    p = Path(value)
-    return str(p if p.is_absolute() else base / p)
-
-
-def load_kubeconfig(path: str | Path, context: str = "") -> Credentials:
-    """Credentials from a kubeconfig file (and the named or current context)."""
-    path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise KubeConfigError(f"kubeconfig {path} cannot be read: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise KubeConfigError(f"kubeconfig {path} is not a mapping")
-
-    def named(section: str, name: str) -> dict[str, Any]:
-        for entry in doc.get(section) or []:
-            if isinstance(entry, dict) and entry.get("name") == name:
-                inner = entry.get(section[:-1])
-                return inner if isinstance(inner, dict) else {}
-        raise KubeConfigError(f"kubeconfig {path}: no {section[:-1]} named {name!r}")
-
-    ctx_name = context or doc.get("current-context") or ""
-    if not ctx_name:
-        raise KubeConfigError(
-            f"kubeconfig {path} has no current-context; pass --context with one of its contexts"
-        )
-    ctx = named("contexts", ctx_name)
-    cluster = named("clusters", str(ctx.get("cluster", "")))
-    user = named("users", str(ctx.get("user", ""))) if ctx.get("user") else {}
-    if "exec" in user or "auth-provider" in user:
-        raise KubeConfigError(
-            f"kubeconfig {path}, user {ctx.get('user')!r}: exec and auth-provider credentials are "
-            "not supported; use a kubeconfig with a token or a client certificate, or run "
-            "in-cluster"
-        )
-    base = path.parent
-    server = cluster.get("server")
-    if not isinstance(server, str) or not server:
-        raise KubeConfigError(f"kubeconfig {path}: cluster of context {ctx_name!r} has no server")
-    return Credentials(
-        server=server.rstrip("/"),
-        ca_file=_rel(base, cluster["certificate-authority"])
-        if cluster.get("certificate-authority")
-        else None,
-        ca_data=_b64(cluster["certificate-authority-data"], "certificate-authority-data")
-        if cluster.get("certificate-authority-data")
-        else None,
-        insecure=bool(cluster.get("insecure-skip-tls-verify", False)),
-        cert_file=_rel(base, user["client-certificate"])
-        if user.get("client-certificate")
-        else None,
-        key_file=_rel(base, user["client-key"]) if user.get("client-key") else None,
-        cert_data=_b64(user["client-certificate-data"], "client-certificate-data")
-        if user.get("client-certificate-data")
-        else None,
-        key_data=_b64(user["client-key-data"], "client-key-data")
-        if user.get("client-key-data")
-        else None,
-        token=user.get("token") or None,
-        token_file=_rel(base, user["tokenFile"]) if user.get("tokenFile") else None,
-        namespace=ctx.get("namespace") or None,
-    )
-
-
-def load_in_cluster(env: Mapping[str, str], sa_dir: Path = SA_DIR) -> Credentials:
-    """Credentials of the pod's service account."""
-    host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT")
-    if not host or not port:
-        raise KubeConfigError(
-            "no kubeconfig and not in a cluster (KUBERNETES_SERVICE_HOST is unset); pass "
-            "--kubeconfig or set KUBECONFIG"
-        )
-    if not (sa_dir / "token").exists():
-        raise KubeConfigError(f"in-cluster: {sa_dir / 'token'} is missing; mount a service account")
-    if ":" in host:
-        host = f"[{host}]"
-    ns_file = sa_dir / "namespace"
-    return Credentials(
-        server=f"https://{host}:{port}",
-        ca_file=str(sa_dir / "ca.crt"),
-        token_file=str(sa_dir / "token"),
-        namespace=ns_file.read_text().strip() if ns_file.exists() else None,
-    )
-
-
-def load_credentials(kubeconfig: str, context: str, env: Mapping[str, str]) -> Credentials:
-    """``--kubeconfig``, else ``$KUBECONFIG`` (first file), else in-cluster."""
-    path = kubeconfig or (env.get("KUBECONFIG", "").split(os.pathsep)[0])
-    if path:
-        return load_kubeconfig(path, context)
-    return load_in_cluster(env)
 
 
 @dataclass(frozen=True)
@@ -198,7 +63,8 @@ class ListResult:
 
 
 class Kube:
-    """An asyncio Kubernetes client. Use ``async with Kube(creds, ...) as kube``."""
+    """An asyncio Kubernetes client. Use ``async with Kube(creds, ...) as kube``; a client not
+    opened explicitly opens on its first request."""
 
     def __init__(
         self,
@@ -214,9 +80,10 @@ class Kube:
         self.on_request = on_request or (lambda verb, resource, code: None)
         self.timeout_s = timeout_s
         self.user_agent = user_agent
-        self._session: aiohttp.ClientSession | None = None
-        self._token: str | None = creds.token
-        self._token_read = 0.0
+        self._auth: Auth | None = None
+        self._rest: RESTClientObject | None = None
+        self._lock = asyncio.Lock()
+        self._auth_generation = 0
 
     async def __aenter__(self) -> Kube:
         await self.open()
@@ -226,39 +93,74 @@ class Kube:
         await self.close()
 
     async def open(self) -> None:
-        connector = aiohttp.TCPConnector(ssl=self.creds.ssl_context(), limit=64)
-        self._session = aiohttp.ClientSession(
-            base_url=self.creds.server,
-            connector=connector,
-            headers={"User-Agent": self.user_agent, "Accept": "application/json"},
-        )
+        """Load the credentials (runs an exec plugin) and start the connection pool."""
+        async with self._lock:
+            if self._rest is None:
+                self._auth = await Auth.load(self.creds)
+                self._rest = self._auth.transport()
+
+    @property
+    def server(self) -> str:
+        """The apiserver's URL, as the credentials loader resolved it (once open)."""
+        return self._auth.server if self._auth is not None else self.creds.server
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._rest is not None:
+            rest, self._rest = self._rest, None
+            await rest.close()
             await asyncio.sleep(0.25)  # let closing TLS transports finish (aiohttp advice)
+
+    async def _reauthenticate(self, generation: int) -> bool:
+        """After HTTP 401: load renewable credentials again; whether to retry the request."""
+        if self._auth is None or not self._auth.renewable:
+            return False
+        async with self._lock:
+            if generation == self._auth_generation:  # else another request did it already
+                if await self._auth.reload() and self._rest is not None:
+                    old, self._rest = self._rest, self._auth.transport()
+                    await old.close()
+                self._auth_generation += 1
+        return True
 
     # ------------------------------------------------------------------ plumbing
 
-    def _headers(self, content_type: str | None = None) -> dict[str, str]:
-        headers: dict[str, str] = {}
-        if self.creds.token_file and time.monotonic() - self._token_read > 60:
-            # Bound service-account tokens rotate; re-read the file every minute.
-            with contextlib.suppress(OSError):
-                self._token = Path(self.creds.token_file).read_text().strip()
-                self._token_read = time.monotonic()
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
-        if content_type:
-            headers["Content-Type"] = content_type
-        return headers
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise RuntimeError("Kube is not open; use `async with Kube(...)`")
-        return self._session
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None,
+        body: Any,
+        content_type: str | None,
+        client_timeout: aiohttp.ClientTimeout,
+    ) -> aiohttp.ClientResponse:
+        """One request through the transport, with the current credentials; the response is
+        not read yet (the caller releases it)."""
+        if self._rest is None:
+            await self.open()
+        for attempt in range(2):
+            assert self._rest is not None
+            assert self._auth is not None
+            headers = {"User-Agent": self.user_agent, "Accept": "application/json"}
+            token = await self._auth.authorization()
+            if token:
+                headers["Authorization"] = token
+            if content_type:
+                headers["Content-Type"] = content_type
+            generation = self._auth_generation
+            resp: aiohttp.ClientResponse = await self._rest.request(
+                method,
+                self._auth.server + path,
+                query_params=dict(params) if params else None,
+                headers=headers,
+                body=body,
+                _preload_content=False,
+                _request_timeout=client_timeout,
+            )
+            if resp.status != 401 or attempt or not await self._reauthenticate(generation):
+                return resp
+            resp.release()
+        raise AssertionError("unreachable")
 
     async def _request(
         self,
@@ -271,22 +173,25 @@ class Kube:
         body: Any = None,
         content_type: str | None = None,
         what: str = "",
+        timeout_s: float | None = None,
     ) -> Any:
-        data = None if body is None else json.dumps(body, separators=(",", ":"))
-        if data is not None and content_type is None:
+        if body is not None and content_type is None:
             content_type = "application/json"
         code = 0
         try:
-            async with self.session.request(
+            resp = await self._send(
                 method,
                 path,
                 params=params,
-                data=data,
-                headers=self._headers(content_type),
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-            ) as resp:
+                body=body,
+                content_type=content_type,
+                client_timeout=aiohttp.ClientTimeout(total=timeout_s or self.timeout_s),
+            )
+            try:
                 code = resp.status
                 text = await resp.text()
+            finally:
+                resp.release()
         finally:
             self.on_request(verb, str(resource), code)
         payload: Any = None
@@ -313,12 +218,17 @@ class Kube:
     # ------------------------------------------------------------------ reads
 
     async def get(
-        self, resource: Resource, name: str, namespace: str | None = None
+        self,
+        resource: Resource,
+        name: str,
+        namespace: str | None = None,
+        *,
+        timeout_s: float | None = None,
     ) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
         try:
             obj: dict[str, Any] = await self._request(
-                "GET", "get", resource, resource.path(namespace, name)
+                "GET", "get", resource, resource.path(namespace, name), timeout_s=timeout_s
             )
         except ApiError as exc:
             if exc.status == 404:
@@ -379,58 +289,66 @@ class Kube:
         )
         code = 0
         try:
-            async with self.session.get(
+            resp = await self._send(
+                "GET",
                 resource.path(namespace),
                 params=params,
-                headers=self._headers(),
-                timeout=aiohttp.ClientTimeout(
+                body=None,
+                content_type=None,
+                client_timeout=aiohttp.ClientTimeout(
                     total=None, sock_connect=self.timeout_s, sock_read=timeout_s + 60
                 ),
-            ) as resp:
-                code = resp.status
-                self.on_request("watch", str(resource), code)
-                if code >= 400:
-                    text = await resp.text()
-                    raise api_error(code, "", text, what=f"watch {resource}")
-                buf = b""
-                async for chunk in resp.content.iter_any():
-                    buf += chunk
-                    while b"\n" in buf:
-                        line, buf = buf.split(b"\n", 1)
-                        if not line.strip():
-                            continue
-                        event = json.loads(line)
-                        etype, obj = event.get("type"), event.get("object") or {}
-                        if etype == "ERROR":
-                            status = int(obj.get("code") or 500)
-                            raise api_error(
-                                status,
-                                obj.get("reason", ""),
-                                obj.get("message", ""),
-                                what=f"watch {resource}",
-                            )
-                        if etype != "BOOKMARK":
-                            obj.setdefault("apiVersion", resource.api_version)
-                            obj.setdefault("kind", resource.kind)
-                        yield WatchEvent(str(etype), obj)
-                resp.close()
-        except aiohttp.ClientError:
-            if code == 0:
-                self.on_request("watch", str(resource), 0)
+            )
+        except (aiohttp.ClientError, TimeoutError):
+            self.on_request("watch", str(resource), 0)
             raise
+        try:
+            code = resp.status
+            self.on_request("watch", str(resource), code)
+            if code >= 400:
+                text = await resp.text()
+                raise api_error(code, "", text, what=f"watch {resource}")
+            async for line in resp.content:
+                if line.strip():
+                    yield self._event(resource, json.loads(line))
+        finally:
+            resp.close()  # a watch's connection is not reused
+
+    @staticmethod
+    def _event(resource: Resource, event: dict[str, Any]) -> WatchEvent:
+        etype, obj = event.get("type"), event.get("object") or {}
+        if etype == "ERROR":
+            status = int(obj.get("code") or 500)
+            raise api_error(
+                status, obj.get("reason", ""), obj.get("message", ""), what=f"watch {resource}"
+            )
+        if etype != "BOOKMARK":
+            obj.setdefault("apiVersion", resource.api_version)
+            obj.setdefault("kind", resource.kind)
+        return WatchEvent(str(etype), obj)
 
     # ------------------------------------------------------------------ writes
 
     async def apply(
-        self, obj: Mapping[str, Any], *, subresource: str | None = None, force: bool = True
+        self,
+        obj: Mapping[str, Any],
+        *,
+        subresource: str | None = None,
+        force: bool = True,
+        field_manager: str | None = None,
+        dry_run: bool = False,
+        timeout_s: float | None = None,
     ) -> dict[str, Any]:
-        """Server-side apply ``obj`` (or its status) with our field manager."""
+        """Server-side apply ``obj`` (or its status) with our field manager (or another one);
+        ``dry_run``: the apiserver checks and answers without storing."""
         resource = resource_of(dict(obj))
         meta = obj["metadata"]
         path = resource.path(meta.get("namespace"), meta["name"], subresource)
-        params = {"fieldManager": self.field_manager}
+        params = {"fieldManager": field_manager or self.field_manager}
         if force:
             params["force"] = "true"
+        if dry_run:
+            params["dryRun"] = "All"
         result: dict[str, Any] = await self._request(
             "PATCH",
             "apply" if subresource is None else f"apply/{subresource}",
@@ -442,35 +360,33 @@ class Kube:
             what=f"apply {resource.kind} {meta.get('namespace', '')}/{meta['name']}".replace(
                 " /", " "
             ),
+            timeout_s=timeout_s,
         )
         return result
 
-    async def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+    async def _write(
+        self, method: str, verb: str, obj: Mapping[str, Any], field_manager: str | None = None
+    ) -> dict[str, Any]:
         resource = resource_of(dict(obj))
         meta = obj["metadata"]
         result: dict[str, Any] = await self._request(
-            "POST",
-            "create",
+            method,
+            verb,
             resource,
-            resource.path(meta.get("namespace")),
-            params={"fieldManager": self.field_manager},
+            resource.path(meta.get("namespace"), meta["name"] if method == "PUT" else None),
+            params={"fieldManager": field_manager or self.field_manager},
             body=dict(obj),
         )
         return result
+
+    async def create(
+        self, obj: Mapping[str, Any], *, field_manager: str | None = None
+    ) -> dict[str, Any]:
+        return await self._write("POST", "create", obj, field_manager)
 
     async def replace(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         """PUT with the object's resourceVersion: ``ConflictError`` when someone wrote first."""
-        resource = resource_of(dict(obj))
-        meta = obj["metadata"]
-        result: dict[str, Any] = await self._request(
-            "PUT",
-            "update",
-            resource,
-            resource.path(meta.get("namespace"), meta["name"]),
-            params={"fieldManager": self.field_manager},
-            body=dict(obj),
-        )
-        return result
+        return await self._write("PUT", "update", obj)
 
     async def patch(
         self,
@@ -528,6 +444,7 @@ class Kube:
 
 
 __all__ = [
+    "SA_DIR",
     "Credentials",
     "GoneError",
     "Kube",

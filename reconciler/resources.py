@@ -1,4 +1,4 @@
-"""The Kubernetes resources the reconciler reads and writes, as plain data (no I/O)."""
+"""The Kubernetes resources the controller processes read and write, as plain data (no I/O)."""
 
 from __future__ import annotations
 
@@ -47,6 +47,21 @@ NODECLAIMS = Resource("karpenter.sh", "v1", "nodeclaims", "NodeClaim", namespace
 CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
 EVENTS = Resource("", "v1", "events", "Event")
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
+SECRETS = Resource("", "v1", "secrets", "Secret")
+MUTATING_WEBHOOKS = Resource(
+    "admissionregistration.k8s.io",
+    "v1",
+    "mutatingwebhookconfigurations",
+    "MutatingWebhookConfiguration",
+    namespaced=False,
+)
+VALIDATING_WEBHOOKS = Resource(
+    "admissionregistration.k8s.io",
+    "v1",
+    "validatingwebhookconfigurations",
+    "ValidatingWebhookConfiguration",
+    namespaced=False,
+)
 
 BY_KIND = {
     r.kind: r
@@ -61,6 +76,9 @@ BY_KIND = {
         CONFIGMAPS,
         EVENTS,
         LEASES,
+        SECRETS,
+        MUTATING_WEBHOOKS,
+        VALIDATING_WEBHOOKS,
     )
 }
 
@@ -69,5 +87,5 @@ def resource_of(obj: dict[str, object]) -> Resource:
     """The resource of a manifest, from its ``kind`` (one of ours)."""
     kind = obj.get("kind")
     if not isinstance(kind, str) or kind not in BY_KIND:
-        raise KeyError(f"kind {kind!r} is not one the reconciler manages; known: {sorted(BY_KIND)}")
+        raise KeyError(f"kind {kind!r} is not one the controller manages; known: {sorted(BY_KIND)}")
     return BY_KIND[kind]

@@ -63,13 +63,24 @@ async def _keep_registered(kube: Kube, settings: Settings, port: int, ca_pem: by
 
 async def serve(settings: Settings) -> None:
     kube = None if settings.no_kube else Kube.connect(settings.kubeconfig)
+    try:
+        await _serve(settings, kube)
+    finally:
+        if kube is not None:
+            await kube.close()
+
+
+async def _serve(settings: Settings, kube: Kube | None) -> None:
+    """Serve with ``kube``, the process's one client (shared with the certificate manager)."""
+    if kube is not None:
+        await kube.open()
     source: ConfigSource | None = None
     if settings.config_dir is not None:
         source = DirConfigSource(settings.config_dir)
     elif kube is not None:
         source = ApiConfigSource(kube, settings.config_namespace, settings.config_name)
     deps = build_deps(settings, kube, source)
-    tls = await tls_setup(settings, deps.metrics)
+    tls = await tls_setup(settings, deps.metrics, kube)
     runner, port = await start(create_app(deps), tls.context, settings.host, settings.port)
     log.info("serving https://%s:%d", settings.host, port)
     registered = False
@@ -101,9 +112,6 @@ async def serve(settings: Settings) -> None:
                 await kube.delete_webhook_configurations(settings.webhook_name)
                 log.info("removed webhook configurations %s", settings.webhook_name)
         await runner.cleanup()
-        tls.close()
-        if kube is not None:
-            kube.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,8 @@ fresh while the server runs:
   Secret (reused across restarts and replicas), are rotated before expiry, and the CA bundle is
   written into the webhook configurations named ``--webhook-name``; a rotation reloads the live
   context (``certs.tls.ReloadableServerContext``). Its settings come from ``KAITO_CERTS_*``
-  environment variables, nested in the webhook's settings (``Settings.certs``).
+  environment variables, nested in the webhook's settings (``Settings.certs``). It talks to the
+  API through the webhook's own client (one client per process).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from certs.manager import CertManager
 from certs.plan import CertBundle
 from certs.tls import ReloadableServerContext
 from webhook.errors import WebhookError
+from webhook.kube import Kube
 from webhook.metrics import Metrics
 from webhook.settings import Settings
 from webhook.tls import FileCertReloader, server_context
@@ -36,11 +38,11 @@ class ServingTls:
     context: ssl.SSLContext
     ca_pem: bytes | None
     keep_fresh: Callable[[], Coroutine[Any, Any, None]]
-    close: Callable[[], None]
     manager: CertManager | None = None
 
 
-async def tls_setup(settings: Settings, metrics: Metrics) -> ServingTls:
+async def tls_setup(settings: Settings, metrics: Metrics, kube: Kube | None) -> ServingTls:
+    """The serving TLS from files, or from the certificate manager talking through ``kube``."""
     if settings.tls_cert_file is not None and settings.tls_key_file is not None:
         ctx = server_context(settings.tls_cert_file, settings.tls_key_file)
         reloader = FileCertReloader(ctx, settings.tls_cert_file, settings.tls_key_file, metrics)
@@ -49,21 +51,17 @@ async def tls_setup(settings: Settings, metrics: Metrics) -> ServingTls:
             context=ctx,
             ca_pem=ca,
             keep_fresh=lambda: reloader.run(settings.tls_reload_seconds),
-            close=lambda: None,
         )
-
-    cs = settings.certs
-    kube = (
-        CertKube.from_kubeconfig(str(settings.kubeconfig))
-        if settings.kubeconfig is not None
-        else CertKube.in_cluster()
-    )
-    manager = CertManager(cs, kube)
+    if kube is None:
+        raise WebhookError(
+            "serving certificate: the certificate manager needs the Kubernetes API; pass "
+            "--tls-cert-file and --tls-key-file, or drop --no-kube"
+        )
+    manager = CertManager(settings.certs, CertKube(kube.client))
     try:
         bundle, _ = await manager.ensure_secret()
         live = ReloadableServerContext(bundle)
     except CertError as exc:
-        kube.close()
         raise WebhookError(f"serving certificate: {exc}") from exc
 
     def on_change(new: CertBundle) -> None:
@@ -79,6 +77,5 @@ async def tls_setup(settings: Settings, metrics: Metrics) -> ServingTls:
         context=live.context,
         ca_pem=bundle.ca_bundle_pem,
         keep_fresh=lambda: manager.run(on_change),
-        close=kube.close,
         manager=manager,
     )

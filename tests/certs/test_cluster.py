@@ -12,10 +12,11 @@ import base64
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from aiohttp import web
@@ -29,7 +30,11 @@ from certs.pki import is_signed_by, parse_certs, verify_chain
 from certs.plan import CA_CRT, CA_KEY, TLS_CRT, TLS_KEY, ActionKind, CertBundle, Material
 from certs.settings import CertSettings
 from certs.tls import ReloadableServerContext
+from reconciler.kube import Kube, load_kubeconfig
 from tests.cluster.harness import ControlPlane
+from tests.support.kubeconfigs import user_kubeconfig
+
+T = TypeVar("T")
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -53,19 +58,35 @@ def _settings(namespace: str, **kw: Any) -> CertSettings:
     return CertSettings(namespace=namespace, service_name="hook", secret_name="hook-certs", **kw)
 
 
-@pytest.fixture
-def kube_factory(control_plane: ControlPlane) -> Iterator[Callable[[], CertKube]]:
-    """Independent clients, as separate replicas would have."""
-    made: list[CertKube] = []
+class Kubes:
+    """Independent clients, as separate replicas would have: ``kubes()`` makes one, and
+    ``kubes.run(scenario)`` runs a scenario in a new event loop, then closes the clients made for
+    it in that loop."""
 
-    def make() -> CertKube:
-        kube = CertKube(control_plane.api_client())
-        made.append(kube)
+    def __init__(self, kubeconfig: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.made: list[CertKube] = []
+
+    def __call__(self, cls: type[CertKube] = CertKube, **kw: Any) -> CertKube:
+        kube = cls(Kube(load_kubeconfig(self.kubeconfig), field_manager="unused"), **kw)
+        self.made.append(kube)
         return kube
 
-    yield make
-    for kube in made:
-        kube.close()
+    def run(self, scenario: Coroutine[Any, Any, T]) -> T:
+        async def main() -> T:
+            try:
+                return await scenario
+            finally:
+                for kube in self.made:
+                    await kube.close()
+                self.made.clear()
+
+        return asyncio.run(main())
+
+
+@pytest.fixture
+def kube_factory(control_plane: ControlPlane) -> Kubes:
+    return Kubes(control_plane.kubeconfig)
 
 
 def _webhook_config(kind: str, name: str, namespace: str, url: str, failure: str) -> dict[str, Any]:
@@ -136,7 +157,7 @@ def _verify(bundle: CertBundle, namespace: str, now: datetime) -> None:
 
 
 def test_secret_is_created_once_and_reused_after_a_restart(
-    control_plane: ControlPlane, namespace: str, kube_factory: Callable[[], CertKube]
+    control_plane: ControlPlane, namespace: str, kube_factory: Kubes
 ) -> None:
     settings = _settings(namespace)
 
@@ -159,15 +180,15 @@ def test_secret_is_created_once_and_reused_after_a_restart(
         assert again.bundle == first.bundle
         assert _secret(control_plane, namespace)["metadata"]["resourceVersion"] == version
 
-    asyncio.run(scenario())
+    kube_factory.run(scenario())
 
 
 class RacingKube(CertKube):
     """A real client that, before creating the Secret, waits until the other replica is also about
     to create it: both have read 'not found' and planned 'issue', so the race is certain."""
 
-    def __init__(self, api_client: Any, barrier: asyncio.Barrier) -> None:
-        super().__init__(api_client)
+    def __init__(self, kube: Kube, barrier: asyncio.Barrier) -> None:
+        super().__init__(kube)
         self.barrier = barrier
 
     async def create_secret(self, namespace: str, name: str, data: Any) -> StoredSecret:
@@ -176,20 +197,17 @@ class RacingKube(CertKube):
 
 
 def test_two_managers_racing_create_one_secret(
-    control_plane: ControlPlane, namespace: str, caplog: pytest.LogCaptureFixture
+    control_plane: ControlPlane,
+    namespace: str,
+    kube_factory: Kubes,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     settings = _settings(namespace)
 
     async def scenario() -> None:
         barrier = asyncio.Barrier(2)
-        kubes = [RacingKube(control_plane.api_client(), barrier) for _ in range(2)]
-        try:
-            results = await asyncio.gather(
-                *(CertManager(settings, kube).reconcile() for kube in kubes)
-            )
-        finally:
-            for kube in kubes:
-                kube.close()
+        kubes = [kube_factory(RacingKube, barrier=barrier) for _ in range(2)]
+        results = await asyncio.gather(*(CertManager(settings, kube).reconcile() for kube in kubes))
         a, b = results
         assert a.bundle == b.bundle  # the loser uses the winner's material
         assert sorted(len(r.actions) for r in results) == [0, 1]
@@ -200,14 +218,14 @@ def test_two_managers_racing_create_one_secret(
         assert winner.bundle == a.bundle
 
     with caplog.at_level(logging.INFO, logger="certs.manager"):
-        asyncio.run(scenario())
+        kube_factory.run(scenario())
     assert sum("changed under us" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_ca_bundle_is_injected_into_every_webhook_only_when_it_changed(
     control_plane: ControlPlane,
     namespace: str,
-    kube_factory: Callable[[], CertKube],
+    kube_factory: Kubes,
     webhook_configs: Callable[..., tuple[str, str]],
 ) -> None:
     mutating, validating = webhook_configs()
@@ -256,19 +274,19 @@ def test_ca_bundle_is_injected_into_every_webhook_only_when_it_changed(
             == [result.bundle.ca_bundle_pem] * 2
         )
 
-    asyncio.run(scenario())
+    kube_factory.run(scenario())
 
 
 def test_a_secret_of_another_type_is_named_with_the_fix(
-    control_plane: ControlPlane, namespace: str, kube_factory: Callable[[], CertKube]
+    control_plane: ControlPlane, namespace: str, kube_factory: Kubes
 ) -> None:
     control_plane.kubectl("create", "secret", "generic", "hook-certs", "-n", namespace)
     with pytest.raises(CertMaterialError, match=r"has type 'Opaque'.*kubectl delete secret -n"):
-        asyncio.run(CertManager(_settings(namespace), kube_factory()).ensure())
+        kube_factory.run(CertManager(_settings(namespace), kube_factory()).ensure())
 
 
 def test_missing_webhook_configuration_is_named_with_the_fix(
-    namespace: str, kube_factory: Callable[[], CertKube]
+    namespace: str, kube_factory: Kubes
 ) -> None:
     settings = _settings(namespace, validating_webhook_configurations=("no-such-config",))
     with pytest.raises(
@@ -276,13 +294,14 @@ def test_missing_webhook_configuration_is_named_with_the_fix(
         match=r"ValidatingWebhookConfiguration no-such-config.*"
         r"apply the webhook configuration first",
     ):
-        asyncio.run(CertManager(settings, kube_factory()).ensure())
+        kube_factory.run(CertManager(settings, kube_factory()).ensure())
 
 
 def test_missing_rbac_verb_is_named_with_the_fix(
-    control_plane: ControlPlane, namespace: str
+    control_plane: ControlPlane, namespace: str, kube_factory: Kubes, tmp_path: Path
 ) -> None:
-    """A ServiceAccount that may get but not create Secrets: the error names the verb."""
+    """A ServiceAccount that may get but not create Secrets (its own token in a kubeconfig):
+    the error names the verb."""
     control_plane.kubectl("create", "serviceaccount", "hook", "-n", namespace)
     control_plane.kubectl(
         "create", "role", "read-secrets", "--verb=get", "--resource=secrets", "-n", namespace
@@ -296,14 +315,10 @@ def test_missing_rbac_verb_is_named_with_the_fix(
         "-n",
         namespace,
     )
-    api_client = control_plane.api_client()
-    api_client.set_default_header("Impersonate-User", f"system:serviceaccount:{namespace}:hook")
-    kube = CertKube(api_client)
-    try:
-        with pytest.raises(CertPermissionError) as info:
-            asyncio.run(CertManager(_settings(namespace), kube).ensure())
-    finally:
-        kube.close()
+    token = control_plane.kubectl("create", "token", "hook", "-n", namespace).stdout.strip()
+    kube_factory.kubeconfig = user_kubeconfig(control_plane, tmp_path / "kc", {"token": token})
+    with pytest.raises(CertPermissionError) as info:
+        kube_factory.run(CertManager(_settings(namespace), kube_factory()).ensure())
     message = str(info.value)
     assert f"forbidden to create Secret {namespace}/hook-certs" in message
     assert "grant the webhook's ServiceAccount the RBAC verb 'create' on 'secrets'" in message
@@ -313,7 +328,7 @@ def test_missing_rbac_verb_is_named_with_the_fix(
 def test_rotation_updates_the_secret_and_the_ca_bundle(
     control_plane: ControlPlane,
     namespace: str,
-    kube_factory: Callable[[], CertKube],
+    kube_factory: Kubes,
     webhook_configs: Callable[..., tuple[str, str]],
 ) -> None:
     mutating, validating = webhook_configs()
@@ -374,12 +389,10 @@ def test_rotation_updates_the_secret_and_the_ca_bundle(
         pruned = await step(301, [ActionKind.PRUNE_CA], every)
         assert pruned.cas == [new_ca]
 
-    asyncio.run(scenario())
+    kube_factory.run(scenario())
 
 
-def test_run_loop_hands_out_rotations_and_stops(
-    namespace: str, kube_factory: Callable[[], CertKube]
-) -> None:
+def test_run_loop_hands_out_rotations_and_stops(namespace: str, kube_factory: Kubes) -> None:
     settings = _settings(namespace, check_interval=timedelta(seconds=1))
     clock = Clock(T0)
     manager = CertManager(settings, kube_factory(), clock=clock)
@@ -401,7 +414,7 @@ def test_run_loop_hands_out_rotations_and_stops(
         stop.set()
         await asyncio.wait_for(task, 10)
 
-    asyncio.run(scenario())
+    kube_factory.run(scenario())
     assert len(seen) == 2
     assert seen[0] != seen[1]
 
@@ -416,7 +429,7 @@ class LoadStats:
 def test_rotation_while_creates_run_causes_no_failed_admission(
     control_plane: ControlPlane,
     namespace: str,
-    kube_factory: Callable[[], CertKube],
+    kube_factory: Kubes,
     webhook_configs: Callable[..., tuple[str, str]],
 ) -> None:
     """A real webhook server on 127.0.0.1, registered by URL with failurePolicy Fail, served with
@@ -538,7 +551,7 @@ def test_rotation_while_creates_run_causes_no_failed_admission(
         finally:
             await runner.cleanup()
 
-    asyncio.run(scenario())
+    kube_factory.run(scenario())
     assert stats.failures == []
     assert stats.ok >= 65
     assert reviews["count"] >= 2 * stats.ok  # both webhooks were called for every create

@@ -271,6 +271,17 @@ class Guard(importlib.abc.MetaPathFinder):
             return None
         raise ModuleNotFoundError(f"{name!r} is not in the image", name=name)
 sys.meta_path.insert(0, Guard())
+import importlib.util
+_find_spec = importlib.util.find_spec
+def find_spec(name, package=None):  # a library's probe for an optional package
+    try:
+        return _find_spec(name, package)
+    except ModuleNotFoundError as exc:  # (yarl's for pydantic_core): the image says None
+        if sys._getframe(1).f_globals.get("__name__") != "runpy":
+            if str(exc).endswith("is not in the image"):
+                return None
+        raise
+importlib.util.find_spec = find_spec
 import runpy
 module = sys.argv[2]
 sys.argv = [module, *sys.argv[3:]]

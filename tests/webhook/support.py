@@ -135,7 +135,7 @@ class RunningWebhook:
         self._run(stop_reloader())
         self._run(self.runner.cleanup())
         if self.deps.kube is not None:
-            self.deps.kube.close()
+            self._run(self.deps.kube.close())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
