@@ -47,6 +47,7 @@ from reconciler.outcome import (
 )
 from reconciler.plan import (
     ObservedWorkload,
+    WorkloadPlan,
     desired_workload,
     images_for,
     needs_free_gpus,
@@ -367,29 +368,9 @@ class Reconciler:
         config: AdminConfig,
         settings: InferenceConfig | None,
     ) -> tuple[Obj | None, ApiError | None]:
-        """Carry out the workload plan; the workload as it then is, and the apiserver's refusal
-        of what we render, if it refused (other errors go to the loop's backoff)."""
-        try:
-            applied = await self._apply_workload(
-                ws, ws_obj, needs=needs, plan=plan, nodes=nodes, config=config, settings=settings
-            )
-        except ApiError as exc:
-            if not refused(exc):
-                raise
-            return self._observed_workload(ws, needs), exc
-        return applied, None
-
-    async def _apply_workload(
-        self,
-        ws: Workspace,
-        ws_obj: Obj,
-        *,
-        needs: Needs,
-        plan: NodePlan,
-        nodes: Mapping[str, Obj],
-        config: AdminConfig,
-        settings: InferenceConfig | None,
-    ) -> Obj | None:
+        """Plan the workload and carry the plan out; the workload as it then is, and the
+        apiserver's refusal of what we render, if it refused (other errors go to the loop's
+        backoff)."""
         observed = self._observe(ws)
         desired = desired_workload(
             ws,
@@ -400,22 +381,32 @@ class Reconciler:
             default_strength=config.default_adapter_strength,
             settings=settings,
         )
-        free = None
-        if needs_free_gpus(desired, observed, needs):
-            free = await self._free_gpus(plan.selected, nodes)
-        todo = plan_workload(ws, needs, desired, observed, selected=plan.selected, free_gpus=free)
+        try:
+            free = None
+            if needs_free_gpus(desired, observed, needs):
+                free = await self._free_gpus(plan.selected, nodes)
+            todo = plan_workload(
+                ws, needs, desired, observed, selected=plan.selected, free_gpus=free
+            )
+            return await self._carry_out(ws, ws_obj, todo, observed), None
+        except ApiError as exc:
+            if not refused(exc):
+                raise
+            return self._observed_workload(ws, needs), exc
+
+    async def _carry_out(
+        self, ws: Workspace, ws_obj: Obj, todo: WorkloadPlan, observed: ObservedWorkload
+    ) -> Obj | None:
+        """Deletes, applies, then Events; the workload as applied (else as observed)."""
         if todo.writes:
             self._guard()
         caches = self._workload_caches()
         for obj in todo.delete:
-            await self.kube.delete(
-                BY_KIND[obj["kind"]],
-                obj["metadata"]["name"],
-                ws.namespace,
-                uid=obj["metadata"].get("uid"),
-            )
+            name = obj["metadata"]["name"]
+            uid = obj["metadata"].get("uid")
+            await self.kube.delete(BY_KIND[obj["kind"]], name, ws.namespace, uid=uid)
             self._count(obj["kind"], "delete")
-            caches[obj["kind"]].forget(ws.namespace, obj["metadata"]["name"])
+            caches[obj["kind"]].forget(ws.namespace, name)
         result = observed.get(todo.workload["kind"], ws.name)
         for obj in todo.apply:
             applied = await self._apply(obj, caches[obj["kind"]])
