@@ -276,6 +276,30 @@ def _flag_value(command: Sequence[str], flag: str) -> str | None:
     return None
 
 
+Flag = tuple[str, str | None]
+
+
+def _local_flag(
+    flag: str, value: str | None, options: LocalOptions
+) -> tuple[Flag | None, str | None]:
+    """The local form of one rendered flag (None: dropped), and a note when it changed."""
+    if flag == "--model" and options.model:
+        return (flag, options.model), f"--model {options.model} (the Pod downloads {value})"
+    if flag in ("--revision", "--max-model-len") and options.model:
+        return None, f"{flag} {value} dropped: it belongs to the preset's model"
+    if flag == "--allow-download" and not options.allow_download:
+        return None, "--allow-download dropped: offline unless you pass --allow-download"
+    if flag == "--dtype":
+        note = f"--dtype {options.dtype} (the Pod's {value} suits the cluster's GPU)"
+        return (flag, options.dtype), note if value != options.dtype else None
+    if flag == "--port":
+        return (flag, str(options.port)), None
+    if flag == "--adapter-root":
+        note = f"--adapter-root {options.adapter_root} (links to the --adapter-dir folders)"
+        return (flag, options.adapter_root), note
+    return (flag, value), None
+
+
 def localize(rendered: Sequence[str], options: LocalOptions) -> tuple[list[str], list[str]]:
     """The local command for the rendered one, and one note per change."""
     unescaped = [a.replace("$$(", "$(") for a in rendered]
@@ -287,28 +311,13 @@ def localize(rendered: Sequence[str], options: LocalOptions) -> tuple[list[str],
     notes: list[str] = []
     items = _split(unescaped)
     flags = {flag for flag, _ in items}
-    out: list[tuple[str, str | None]] = []
+    out: list[Flag] = []
     for flag, value in items:
-        if flag == "--model" and options.model:
-            notes.append(f"--model {options.model} (the Pod downloads {value})")
-            out.append((flag, options.model))
-        elif flag in ("--revision", "--max-model-len") and options.model:
-            notes.append(f"{flag} {value} dropped: it belongs to the preset's model")
-        elif flag == "--allow-download" and not options.allow_download:
-            notes.append("--allow-download dropped: offline unless you pass --allow-download")
-        elif flag == "--dtype":
-            if value != options.dtype:
-                notes.append(f"--dtype {options.dtype} (the Pod's {value} suits the cluster's GPU)")
-            out.append((flag, options.dtype))
-        elif flag == "--port":
-            out.append((flag, str(options.port)))
-        elif flag == "--adapter-root":
-            notes.append(
-                f"--adapter-root {options.adapter_root} (links to the --adapter-dir folders)"
-            )
-            out.append((flag, options.adapter_root))
-        else:
-            out.append((flag, value))
+        kept, note = _local_flag(flag, value, options)
+        if note is not None:
+            notes.append(note)
+        if kept is not None:
+            out.append(kept)
     if "--dtype" not in flags and options.dtype != "auto":
         out.append(("--dtype", options.dtype))
     if options.allow_download and "--allow-download" not in flags:
