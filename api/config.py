@@ -45,7 +45,8 @@ from api.names import image_reference
 from api.presets import PresetCatalog
 from api.quantity import parse_bytes
 from api.skus import MIB, GpuSku, SkuCatalog, sku_from_entry
-from api.workspace import DEFAULT_ADAPTER_STRENGTH, MAX_ADAPTERS_LIMIT, Runtime, parse_strength
+from api.strength import parse_strength
+from api.workspace import DEFAULT_ADAPTER_STRENGTH, MAX_ADAPTERS_LIMIT, Runtime
 
 DEFAULT_MAX_ADAPTERS = 10
 

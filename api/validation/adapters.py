@@ -6,8 +6,9 @@ from collections.abc import Sequence
 
 from api import names
 from api.errors import StrengthError
+from api.strength import parse_strength
 from api.validation.base import ADAPTER_IMAGE_EXAMPLE, FieldError, ValidationContext, secret_rules
-from api.workspace import AdapterSpec, Workspace, parse_strength
+from api.workspace import AdapterSpec, Workspace
 
 
 def adapter_rules(ws: Workspace, ctx: ValidationContext) -> list[FieldError]:
