@@ -45,7 +45,8 @@ from api.names import image_reference
 from api.presets import PresetCatalog
 from api.quantity import parse_bytes
 from api.skus import MIB, GpuSku, SkuCatalog, sku_from_entry
-from api.workspace import DEFAULT_ADAPTER_STRENGTH, MAX_ADAPTERS_LIMIT, Runtime, parse_strength
+from api.strength import parse_strength
+from api.workspace import DEFAULT_ADAPTER_STRENGTH, MAX_ADAPTERS_LIMIT, Runtime
 
 DEFAULT_MAX_ADAPTERS = 10
 
@@ -192,118 +193,26 @@ def parse_config(
 
     With ``presets`` and ``skus`` the names in ``allowedPresets``, ``allowedInstanceTypes`` and
     ``defaultInstanceType`` are checked against the catalogs (plus ``extraSKUs``)."""
+    data = _string_data(raw)
     problems: list[str] = []
-    data: dict[str, str] = {}
-    for key, value in (raw or {}).items():
-        if key not in CONFIG_KEYS:
-            problems.append(f"{key}: unknown key; fix: use one of {', '.join(sorted(CONFIG_KEYS))}")
-        elif not isinstance(value, str):
-            problems.append(f"{key}: value must be a string, got {type(value).__name__}")
-        else:
-            data[key] = value
-    if problems:
-        raise ConfigError(problems)
-
-    runtime = Runtime.VLLM
-    if "defaultRuntime" in data:
-        try:
-            runtime = Runtime(data["defaultRuntime"].strip())
-        except ValueError:
-            problems.append(
-                f"defaultRuntime: {data['defaultRuntime']!r} is not a runtime; "
-                f"fix: use {' or '.join(r.value for r in Runtime)}"
-            )
-
+    runtime = _default_runtime(data, problems)
     extra = _extra_skus(data["extraSKUs"], problems) if "extraSKUs" in data else ()
     catalog = skus.merged(extra) if skus is not None else None
-
-    allowed_types: frozenset[str] | None = None
-    if "allowedInstanceTypes" in data:
-        names = _names(data["allowedInstanceTypes"])
-        if not names:
-            problems.append(
-                "allowedInstanceTypes: empty; fix: list SKU names, or remove the key to allow all"
-            )
-        if catalog is not None:
-            unknown = [n for n in names if n not in catalog]
-            if unknown:
-                problems.append(
-                    f"allowedInstanceTypes: {unknown} not in the SKU catalog; fix: add them "
-                    "to extraSKUs or correct the names"
-                )
-        allowed_types = frozenset(n.lower() for n in names)
-
-    allowed_presets: frozenset[str] | None = None
-    if "allowedPresets" in data:
-        names = _names(data["allowedPresets"])
-        if not names:
-            problems.append("allowedPresets: empty; fix: list preset names, or remove the key")
-        if presets is not None:
-            unknown = [n for n in names if n not in presets]
-            if unknown:
-                problems.append(
-                    f"allowedPresets: {unknown} not in the preset catalog; fix: use names "
-                    f"from {', '.join(presets.names())}"
-                )
-        allowed_presets = frozenset(names)
-
-    default_type = data.get("defaultInstanceType", "").strip() or None
-    if default_type is not None:
-        if catalog is not None and default_type not in catalog:
-            problems.append(
-                f"defaultInstanceType: {default_type!r} is not in the SKU catalog; fix: use a "
-                "catalog SKU or add it to extraSKUs"
-            )
-        if allowed_types is not None and default_type.lower() not in allowed_types:
-            problems.append(
-                f"defaultInstanceType: {default_type!r} is not in allowedInstanceTypes; fix: "
-                "add it there"
-            )
-
-    max_adapters = DEFAULT_MAX_ADAPTERS
-    if "maxAdapters" in data:
-        text = data["maxAdapters"].strip()
-        if not text.isdigit() or not 0 <= int(text) <= MAX_ADAPTERS_LIMIT:
-            problems.append(
-                f"maxAdapters: {text!r} is not a whole number from 0 to {MAX_ADAPTERS_LIMIT}; "
-                'fix: write e.g. "10"'
-            )
-        else:
-            max_adapters = int(text)
-
-    strength = DEFAULT_ADAPTER_STRENGTH
-    if "defaultAdapterStrength" in data:
-        strength = data["defaultAdapterStrength"].strip()
-        try:
-            parse_strength(strength)
-        except StrengthError as exc:
-            problems.append(f"defaultAdapterStrength: {exc}")
-
+    allowed_types = _allowed_instance_types(data, catalog, problems)
+    allowed_presets = _allowed_presets(data, presets, problems)
+    default_type = _default_instance_type(data, catalog, allowed_types, problems)
+    max_adapters = _max_adapters(data, problems)
+    strength = data.get("defaultAdapterStrength", DEFAULT_ADAPTER_STRENGTH).strip()
+    try:
+        parse_strength(strength)
+    except StrengthError as exc:
+        problems.append(f"defaultAdapterStrength: {exc}")
     images: dict[Runtime, str] = {}
     for key, rt in (("vllmImage", Runtime.VLLM), ("transformersImage", Runtime.TRANSFORMERS)):
-        if key in data:
-            image = data[key].strip()
-            problem = image_reference(image)
-            if problem:
-                problems.append(
-                    f"{key}: {image!r} {problem}; "
-                    f"fix: write e.g. registry.example.com/kaito/{rt}:1.0"
-                )
-            else:
-                images[rt] = image
-
-    vllm_cpu_image: str | None = None
-    if "vllmCpuImage" in data:
-        image = data["vllmCpuImage"].strip()
-        problem = image_reference(image)
-        if problem:
-            problems.append(
-                f"vllmCpuImage: {image!r} {problem}; "
-                "fix: write e.g. registry.example.com/kaito/vllm-cpu:1.0"
-            )
-        else:
-            vllm_cpu_image = image
-
+        image = _image(data, key, str(rt), problems)
+        if image is not None:
+            images[rt] = image
+    vllm_cpu_image = _image(data, "vllmCpuImage", "vllm-cpu", problems)
     if problems:
         raise ConfigError(problems)
     return AdminConfig(
@@ -317,3 +226,117 @@ def parse_config(
         runtime_images=images,
         vllm_cpu_image=vllm_cpu_image,
     )
+
+
+def _string_data(raw: Mapping[str, object] | None) -> dict[str, str]:
+    """The known keys with string values; ``ConfigError`` for any other."""
+    problems: list[str] = []
+    data: dict[str, str] = {}
+    for key, value in (raw or {}).items():
+        if key not in CONFIG_KEYS:
+            problems.append(f"{key}: unknown key; fix: use one of {', '.join(sorted(CONFIG_KEYS))}")
+        elif not isinstance(value, str):
+            problems.append(f"{key}: value must be a string, got {type(value).__name__}")
+        else:
+            data[key] = value
+    if problems:
+        raise ConfigError(problems)
+    return data
+
+
+def _default_runtime(data: Mapping[str, str], problems: list[str]) -> Runtime:
+    if "defaultRuntime" not in data:
+        return Runtime.VLLM
+    try:
+        return Runtime(data["defaultRuntime"].strip())
+    except ValueError:
+        problems.append(
+            f"defaultRuntime: {data['defaultRuntime']!r} is not a runtime; "
+            f"fix: use {' or '.join(r.value for r in Runtime)}"
+        )
+        return Runtime.VLLM
+
+
+def _allowed_instance_types(
+    data: Mapping[str, str], catalog: SkuCatalog | None, problems: list[str]
+) -> frozenset[str] | None:
+    if "allowedInstanceTypes" not in data:
+        return None
+    names = _names(data["allowedInstanceTypes"])
+    if not names:
+        problems.append(
+            "allowedInstanceTypes: empty; fix: list SKU names, or remove the key to allow all"
+        )
+    unknown = [n for n in names if n not in catalog] if catalog is not None else []
+    if unknown:
+        problems.append(
+            f"allowedInstanceTypes: {unknown} not in the SKU catalog; fix: add them "
+            "to extraSKUs or correct the names"
+        )
+    return frozenset(n.lower() for n in names)
+
+
+def _allowed_presets(
+    data: Mapping[str, str], presets: PresetCatalog | None, problems: list[str]
+) -> frozenset[str] | None:
+    if "allowedPresets" not in data:
+        return None
+    names = _names(data["allowedPresets"])
+    if not names:
+        problems.append("allowedPresets: empty; fix: list preset names, or remove the key")
+    unknown = [n for n in names if n not in presets] if presets is not None else []
+    if presets is not None and unknown:
+        problems.append(
+            f"allowedPresets: {unknown} not in the preset catalog; fix: use names "
+            f"from {', '.join(presets.names())}"
+        )
+    return frozenset(names)
+
+
+def _default_instance_type(
+    data: Mapping[str, str],
+    catalog: SkuCatalog | None,
+    allowed_types: frozenset[str] | None,
+    problems: list[str],
+) -> str | None:
+    default_type = data.get("defaultInstanceType", "").strip() or None
+    if default_type is None:
+        return None
+    if catalog is not None and default_type not in catalog:
+        problems.append(
+            f"defaultInstanceType: {default_type!r} is not in the SKU catalog; fix: use a "
+            "catalog SKU or add it to extraSKUs"
+        )
+    if allowed_types is not None and default_type.lower() not in allowed_types:
+        problems.append(
+            f"defaultInstanceType: {default_type!r} is not in allowedInstanceTypes; fix: "
+            "add it there"
+        )
+    return default_type
+
+
+def _max_adapters(data: Mapping[str, str], problems: list[str]) -> int:
+    if "maxAdapters" not in data:
+        return DEFAULT_MAX_ADAPTERS
+    text = data["maxAdapters"].strip()
+    if not text.isdigit() or not 0 <= int(text) <= MAX_ADAPTERS_LIMIT:
+        problems.append(
+            f"maxAdapters: {text!r} is not a whole number from 0 to {MAX_ADAPTERS_LIMIT}; "
+            'fix: write e.g. "10"'
+        )
+        return DEFAULT_MAX_ADAPTERS
+    return int(text)
+
+
+def _image(data: Mapping[str, str], key: str, example: str, problems: list[str]) -> str | None:
+    """An image reference under ``key``, if set and valid."""
+    if key not in data:
+        return None
+    image = data[key].strip()
+    problem = image_reference(image)
+    if problem:
+        problems.append(
+            f"{key}: {image!r} {problem}; fix: write e.g. registry.example.com/kaito/{example}:1.0"
+        )
+        return None
+    return image

@@ -280,69 +280,68 @@ def _section(
     return out
 
 
-def parse(
-    configmap: str, data: Mapping[str, Any] | None
-) -> tuple[InferenceConfig | None, list[FieldError]]:
-    """Read the ConfigMap's data (``None``: the ConfigMap does not exist).
-
-    Returns ``(config, [])`` or ``(None, errors)`` with every problem (``FieldError``)."""
+def _document(configmap: str, data: Mapping[str, Any] | None) -> tuple[str, Any] | FieldError:
+    """The ``inference_config.yaml`` text and its YAML mapping, or why there is none."""
     if data is None:
-        return None, [
-            _error(
-                configmap,
-                "the ConfigMap does not exist in the Workspace's namespace",
-                f"create it (`kubectl create configmap {configmap} "
-                f"--from-file={INFERENCE_CONFIG_KEY}`) in the Workspace's namespace, or remove "
-                "inference.config",
-                "missing",
-            )
-        ]
+        return _error(
+            configmap,
+            "the ConfigMap does not exist in the Workspace's namespace",
+            f"create it (`kubectl create configmap {configmap} "
+            f"--from-file={INFERENCE_CONFIG_KEY}`) in the Workspace's namespace, or remove "
+            "inference.config",
+            "missing",
+        )
     text = data.get(INFERENCE_CONFIG_KEY)
     if not isinstance(text, str):
         keys = ", ".join(sorted(str(k) for k in data)) or "none"
-        return None, [
-            _error(
-                configmap,
-                f"the ConfigMap has no {INFERENCE_CONFIG_KEY} key (its keys: {keys})",
-                f"put the settings under the key {INFERENCE_CONFIG_KEY}",
-                "nokey",
-            )
-        ]
+        return _error(
+            configmap,
+            f"the ConfigMap has no {INFERENCE_CONFIG_KEY} key (its keys: {keys})",
+            f"put the settings under the key {INFERENCE_CONFIG_KEY}",
+            "nokey",
+        )
     if len(text.encode()) > MAX_CONFIG_BYTES:
-        return None, [
-            _error(
-                configmap,
-                f"is {len(text.encode())} bytes, more than {MAX_CONFIG_BYTES}",
-                "keep only the settings (README: inference.config lists them)",
-                "size",
-            )
-        ]
+        return _error(
+            configmap,
+            f"is {len(text.encode())} bytes, more than {MAX_CONFIG_BYTES}",
+            "keep only the settings (README: inference.config lists them)",
+            "size",
+        )
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
-        return None, [
-            _error(
-                configmap,
-                f"is not valid YAML{at}: {problem}",
-                "fix the YAML (e.g. `vllm:` then indented `max-model-len: 4096` lines)",
-                "yaml",
-            )
-        ]
+        return _error(
+            configmap,
+            f"is not valid YAML{at}: {problem}",
+            "fix the YAML (e.g. `vllm:` then indented `max-model-len: 4096` lines)",
+            "yaml",
+        )
     if doc is None:
         doc = {}
     if not isinstance(doc, Mapping):
-        return None, [
-            _error(
-                configmap,
-                "must be a YAML mapping with vllm: and/or transformers: sections",
-                "write e.g. `vllm:` then indented `gpu-memory-utilization: 0.9`",
-                "type",
-                doc,
-            )
-        ]
+        return _error(
+            configmap,
+            "must be a YAML mapping with vllm: and/or transformers: sections",
+            "write e.g. `vllm:` then indented `gpu-memory-utilization: 0.9`",
+            "type",
+            doc,
+        )
+    return text, doc
+
+
+def parse(
+    configmap: str, data: Mapping[str, Any] | None
+) -> tuple[InferenceConfig | None, list[FieldError]]:
+    """Read the ConfigMap's data (``None``: the ConfigMap does not exist).
+
+    Returns ``(config, [])`` or ``(None, errors)`` with every problem (``FieldError``)."""
+    loaded = _document(configmap, data)
+    if isinstance(loaded, FieldError):
+        return None, [loaded]
+    text, doc = loaded
     errors: list[FieldError] = []
     sections: dict[str, dict[str, Value]] = {}
     top = {k.name: k for k in TOP_KEYS}

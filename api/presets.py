@@ -97,8 +97,8 @@ _OPTIONAL: dict[str, type | tuple[type, ...]] = {
 }
 
 
-def _preset_from_entry(entry: Mapping[str, Any], templates: Mapping[str, str]) -> Preset:
-    where = f"preset {entry.get('name', '?')!r}"
+def _check_types(entry: Mapping[str, Any], where: str) -> None:
+    """Every required key, no unknown key, each of its type."""
     unknown = set(entry) - set(_REQUIRED) - set(_OPTIONAL)
     if unknown:
         raise CatalogError(f"{where}: unknown keys {sorted(unknown)}")
@@ -111,6 +111,10 @@ def _preset_from_entry(entry: Mapping[str, Any], templates: Mapping[str, str]) -
     for key, types in _OPTIONAL.items():
         if key in entry and not isinstance(entry[key], types):
             raise CatalogError(f"{where}: {key} has the wrong type: {entry[key]!r}")
+
+
+def _check_values(entry: Mapping[str, Any], where: str) -> None:
+    """The values that have a range or a closed set."""
     if entry["dtype"] not in DTYPE_BYTES:
         raise CatalogError(f"{where}: dtype {entry['dtype']!r} not in {sorted(DTYPE_BYTES)}")
     if entry["revision_source"] not in REVISION_SOURCES:
@@ -120,6 +124,12 @@ def _preset_from_entry(entry: Mapping[str, Any], templates: Mapping[str, str]) -
             raise CatalogError(f"{where}: {key} must be positive")
     if entry["num_attention_heads"] % entry["num_kv_heads"]:
         raise CatalogError(f"{where}: num_attention_heads must be a multiple of num_kv_heads")
+
+
+def _preset_from_entry(entry: Mapping[str, Any], templates: Mapping[str, str]) -> Preset:
+    where = f"preset {entry.get('name', '?')!r}"
+    _check_types(entry, where)
+    _check_values(entry, where)
     try:
         runtimes = tuple(Runtime(r) for r in entry["runtimes"])
     except ValueError as exc:

@@ -154,8 +154,10 @@ def bounds_text(spec: Spec) -> str:
 
 
 def _fix(spec: Spec, hint: Any) -> str:
-    if spec.fix:
-        return spec.fix
+    return spec.fix or _bounds_fix(spec) or _type_fix(hint)
+
+
+def _bounds_fix(spec: Spec) -> str:
     if spec.choices:
         return "use one of " + ", ".join(spec.choices)
     if spec.low is not None and spec.high is not None:
@@ -164,6 +166,10 @@ def _fix(spec: Spec, hint: Any) -> str:
         return f"use a value of at least {show(spec, spec.low)}"
     if spec.high is not None:
         return f"use a value of at most {show(spec, spec.high)}"
+    return ""
+
+
+def _type_fix(hint: Any) -> str:
     base, _ = _base(hint)
     if base is bool:
         return "use true or false (1/0, yes/no, on/off)"
@@ -188,34 +194,44 @@ def convert(spec: Spec, hint: Any, text: str) -> Any:
     try:
         if spec.parse is not None:
             return spec.parse(stripped)
-        if base is bool:
-            if stripped.lower() in _TRUE:
-                return True
-            if stripped.lower() in _FALSE or stripped == "":
-                return False
-            raise Problem("not a boolean")
-        if base is int:
-            try:
-                return int(stripped)
-            except ValueError:
-                raise Problem("not a whole number") from None
-        if base is float:
-            try:
-                value = float(stripped)
-            except ValueError:
-                raise Problem("not a number") from None
-            if not math.isfinite(value):
-                raise Problem("not a finite number")
-            return value
-        if base is Path:
-            return Path(stripped)
-        if typing.get_origin(base) is tuple:
-            return tuple(p.strip() for p in text.split(",") if p.strip())
+        return _typed(base, text)
     except Problem:
         raise
     except ValueError as exc:
         raise Problem(str(exc)) from None
+
+
+def _typed(base: Any, text: str) -> Any:
+    """``text`` as a ``base`` (bool, int, float, Path, a tuple of strings; else the text)."""
+    stripped = text.strip()
+    if base is bool:
+        if stripped.lower() in _TRUE:
+            return True
+        if stripped.lower() in _FALSE or stripped == "":
+            return False
+        raise Problem("not a boolean")
+    if base is int:
+        try:
+            return int(stripped)
+        except ValueError:
+            raise Problem("not a whole number") from None
+    if base is float:
+        return _finite(stripped)
+    if base is Path:
+        return Path(stripped)
+    if typing.get_origin(base) is tuple:
+        return tuple(p.strip() for p in text.split(",") if p.strip())
     return text
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise Problem("not a number") from None
+    if not math.isfinite(value):
+        raise Problem("not a finite number")
+    return value
 
 
 def check_value(spec: Spec, value: Any) -> str | None:

@@ -13,14 +13,26 @@ schema property and vice versa).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from api.errors import StrengthError, WorkspaceParseError
+from api.errors import WorkspaceParseError
+from api.readers import (
+    put_present,
+    read_int,
+    read_list,
+    read_obj,
+    read_str,
+    read_str_map,
+    read_strs,
+    required_obj,
+    required_str,
+)
+from api.strength import parse_strength
+from api.workspace_status import WorkspaceStatus
 
 GROUP = "kaito.sh"
 VERSION = "v1alpha1"
@@ -81,119 +93,6 @@ class SelectorOperator(StrEnum):
     DOES_NOT_EXIST = "DoesNotExist"
 
 
-# ----------------------------------------------------------------------------- strength
-
-_STRENGTH = re.compile(r"^(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)$")
-
-
-def parse_strength(
-    text: object, *, low: Decimal = Decimal(0), high: Decimal = Decimal(1)
-) -> Decimal:
-    """Parse an adapter strength such as ``"0.2"`` into a ``Decimal`` within ``[low, high]``.
-
-    Only plain decimals are accepted (``"1"``, ``"1.0"``, ``"0.25"``, ``".5"``): no sign, exponent,
-    ``NaN`` or ``inf``. Raises ``StrengthError`` with the bad value and the fix.
-    """
-    if not isinstance(text, str):
-        raise StrengthError(
-            f'strength {text!r} must be a string holding a decimal, e.g. "0.2" (quote it in YAML)'
-        )
-    if not _STRENGTH.match(text):
-        raise StrengthError(
-            f"strength {text!r} is not a decimal number; write a value from {low} to {high} "
-            'such as "0.2" or "1.0"'
-        )
-    try:
-        value = Decimal(text)
-    except InvalidOperation as exc:  # pragma: no cover - the regex admits only decimals
-        raise StrengthError(f"strength {text!r} is not a decimal number") from exc
-    if not low <= value <= high:
-        raise StrengthError(f"strength {text!r} is out of range; use a value from {low} to {high}")
-    return value
-
-
-def strength_float(text: object) -> float:
-    """``parse_strength`` as a float, for runtimes that multiply weights."""
-    return float(parse_strength(text))
-
-
-# ----------------------------------------------------------------------------- readers
-
-
-def _obj(value: Any, path: str, *, required: bool = False) -> Mapping[str, Any] | None:
-    if value is None:
-        if required:
-            raise WorkspaceParseError(path, "required object is missing")
-        return None
-    if not isinstance(value, Mapping):
-        raise WorkspaceParseError(path, f"must be an object, not {type(value).__name__}")
-    return value
-
-
-def _str(value: Any, path: str, *, required: bool = False) -> str | None:
-    if value is None:
-        if required:
-            raise WorkspaceParseError(path, "required string is missing")
-        return None
-    if not isinstance(value, str):
-        raise WorkspaceParseError(path, f"must be a string, not {type(value).__name__}")
-    return value
-
-
-def _req_str(value: Any, path: str) -> str:
-    s = _str(value, path, required=True)
-    if s is None:  # pragma: no cover - _str raised already
-        raise WorkspaceParseError(path, "required string is missing")
-    return s
-
-
-def _req_obj(value: Any, path: str) -> Mapping[str, Any]:
-    o = _obj(value, path, required=True)
-    if o is None:  # pragma: no cover - _obj raised already
-        raise WorkspaceParseError(path, "required object is missing")
-    return o
-
-
-def _int(value: Any, path: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise WorkspaceParseError(path, f"must be an integer, not {type(value).__name__}")
-    return value
-
-
-def _list(value: Any, path: str) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise WorkspaceParseError(path, f"must be a list, not {type(value).__name__}")
-    return value
-
-
-def _strs(value: Any, path: str) -> tuple[str, ...]:
-    out: list[str] = []
-    for i, item in enumerate(_list(value, path)):
-        s = _req_str(item, f"{path}[{i}]")
-        out.append(s)
-    return tuple(out)
-
-
-def _str_map(value: Any, path: str) -> dict[str, str]:
-    obj = _obj(value, path) or {}
-    out: dict[str, str] = {}
-    for k, v in obj.items():
-        s = _req_str(v, f"{path}.{k}")
-        out[str(k)] = s
-    return out
-
-
-def _put(out: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``key`` unless ``value`` is absent (None or an empty list/tuple/dict)."""
-    if value is None or (isinstance(value, list | tuple | dict) and not value):
-        return
-    out[key] = value
-
-
 # ----------------------------------------------------------------------------- resource
 
 
@@ -205,13 +104,15 @@ class LabelSelectorRequirement:
 
     @classmethod
     def from_dict(cls, obj: Mapping[str, Any], path: str) -> LabelSelectorRequirement:
-        key = _req_str(obj.get("key"), f"{path}.key")
-        operator = _req_str(obj.get("operator"), f"{path}.operator")
-        return cls(key=key, operator=operator, values=_strs(obj.get("values"), f"{path}.values"))
+        key = required_str(obj.get("key"), f"{path}.key")
+        operator = required_str(obj.get("operator"), f"{path}.operator")
+        return cls(
+            key=key, operator=operator, values=read_strs(obj.get("values"), f"{path}.values")
+        )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"key": self.key, "operator": self.operator}
-        _put(out, "values", list(self.values))
+        put_present(out, "values", list(self.values))
         return out
 
 
@@ -223,19 +124,21 @@ class LabelSelector:
     @classmethod
     def from_dict(cls, obj: Mapping[str, Any], path: str) -> LabelSelector:
         exprs = []
-        for i, item in enumerate(_list(obj.get("matchExpressions"), f"{path}.matchExpressions")):
+        for i, item in enumerate(
+            read_list(obj.get("matchExpressions"), f"{path}.matchExpressions")
+        ):
             p = f"{path}.matchExpressions[{i}]"
-            o = _req_obj(item, p)
+            o = required_obj(item, p)
             exprs.append(LabelSelectorRequirement.from_dict(o, p))
         return cls(
-            match_labels=_str_map(obj.get("matchLabels"), f"{path}.matchLabels"),
+            match_labels=read_str_map(obj.get("matchLabels"), f"{path}.matchLabels"),
             match_expressions=tuple(exprs),
         )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        _put(out, "matchLabels", dict(self.match_labels))
-        _put(out, "matchExpressions", [e.to_dict() for e in self.match_expressions])
+        put_present(out, "matchLabels", dict(self.match_labels))
+        put_present(out, "matchExpressions", [e.to_dict() for e in self.match_expressions])
         return out
 
     def label_map(self) -> dict[str, str]:
@@ -302,23 +205,23 @@ class ResourceSpec:
 
     @classmethod
     def from_dict(cls, obj: Mapping[str, Any], path: str = "resource") -> ResourceSpec:
-        sel = _obj(obj.get("labelSelector"), f"{path}.labelSelector")
+        sel = read_obj(obj.get("labelSelector"), f"{path}.labelSelector")
         return cls(
-            instance_type=_str(obj.get("instanceType"), f"{path}.instanceType"),
+            instance_type=read_str(obj.get("instanceType"), f"{path}.instanceType"),
             label_selector=None
             if sel is None
             else LabelSelector.from_dict(sel, f"{path}.labelSelector"),
-            preferred_nodes=_strs(obj.get("preferredNodes"), f"{path}.preferredNodes"),
-            count=_int(obj.get("count"), f"{path}.count"),
+            preferred_nodes=read_strs(obj.get("preferredNodes"), f"{path}.preferredNodes"),
+            count=read_int(obj.get("count"), f"{path}.count"),
         )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        _put(out, "count", self.count)
-        _put(out, "instanceType", self.instance_type)
+        put_present(out, "count", self.count)
+        put_present(out, "instanceType", self.instance_type)
         if self.label_selector is not None:
             out["labelSelector"] = self.label_selector.to_dict()
-        _put(out, "preferredNodes", list(self.preferred_nodes))
+        put_present(out, "preferredNodes", list(self.preferred_nodes))
         return out
 
 
@@ -335,16 +238,16 @@ class PresetOptions:
     @classmethod
     def from_dict(cls, obj: Mapping[str, Any], path: str) -> PresetOptions:
         return cls(
-            image=_str(obj.get("image"), f"{path}.image"),
-            image_pull_secrets=_strs(obj.get("imagePullSecrets"), f"{path}.imagePullSecrets"),
-            model_access_secret=_str(obj.get("modelAccessSecret"), f"{path}.modelAccessSecret"),
+            image=read_str(obj.get("image"), f"{path}.image"),
+            image_pull_secrets=read_strs(obj.get("imagePullSecrets"), f"{path}.imagePullSecrets"),
+            model_access_secret=read_str(obj.get("modelAccessSecret"), f"{path}.modelAccessSecret"),
         )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        _put(out, "image", self.image)
-        _put(out, "imagePullSecrets", list(self.image_pull_secrets))
-        _put(out, "modelAccessSecret", self.model_access_secret)
+        put_present(out, "image", self.image)
+        put_present(out, "imagePullSecrets", list(self.image_pull_secrets))
+        put_present(out, "modelAccessSecret", self.model_access_secret)
         return out
 
 
@@ -359,11 +262,11 @@ class PresetSpec:
 
     @classmethod
     def from_dict(cls, obj: Mapping[str, Any], path: str) -> PresetSpec:
-        name = _req_str(obj.get("name"), f"{path}.name")
-        opts = _obj(obj.get("presetOptions"), f"{path}.presetOptions")
+        name = required_str(obj.get("name"), f"{path}.name")
+        opts = read_obj(obj.get("presetOptions"), f"{path}.presetOptions")
         return cls(
             name=name,
-            access_mode=_str(obj.get("accessMode"), f"{path}.accessMode"),
+            access_mode=read_str(obj.get("accessMode"), f"{path}.accessMode"),
             preset_options=PresetOptions()
             if opts is None
             else PresetOptions.from_dict(opts, f"{path}.presetOptions"),
@@ -375,8 +278,8 @@ class PresetSpec:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name}
-        _put(out, "accessMode", self.access_mode)
-        _put(out, "presetOptions", self.preset_options.to_dict())
+        put_present(out, "accessMode", self.access_mode)
+        put_present(out, "presetOptions", self.preset_options.to_dict())
         return out
 
 
@@ -388,17 +291,17 @@ class AdapterSource:
 
     @classmethod
     def from_dict(cls, obj: Mapping[str, Any], path: str) -> AdapterSource:
-        name = _req_str(obj.get("name"), f"{path}.name")
+        name = required_str(obj.get("name"), f"{path}.name")
         return cls(
             name=name,
-            image=_str(obj.get("image"), f"{path}.image"),
-            image_pull_secrets=_strs(obj.get("imagePullSecrets"), f"{path}.imagePullSecrets"),
+            image=read_str(obj.get("image"), f"{path}.image"),
+            image_pull_secrets=read_strs(obj.get("imagePullSecrets"), f"{path}.imagePullSecrets"),
         )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name}
-        _put(out, "image", self.image)
-        _put(out, "imagePullSecrets", list(self.image_pull_secrets))
+        put_present(out, "image", self.image)
+        put_present(out, "imagePullSecrets", list(self.image_pull_secrets))
         return out
 
 
@@ -411,10 +314,10 @@ class AdapterSpec:
 
     @classmethod
     def from_dict(cls, obj: Mapping[str, Any], path: str) -> AdapterSpec:
-        src = _req_obj(obj.get("source"), f"{path}.source")
+        src = required_obj(obj.get("source"), f"{path}.source")
         return cls(
             source=AdapterSource.from_dict(src, f"{path}.source"),
-            strength=_str(obj.get("strength"), f"{path}.strength"),
+            strength=read_str(obj.get("strength"), f"{path}.strength"),
         )
 
     @property
@@ -427,7 +330,7 @@ class AdapterSpec:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"source": self.source.to_dict()}
-        _put(out, "strength", self.strength)
+        put_present(out, "strength", self.strength)
         return out
 
 
@@ -443,17 +346,17 @@ class InferenceSpec:
 
     @classmethod
     def from_dict(cls, obj: Mapping[str, Any], path: str = "inference") -> InferenceSpec:
-        preset = _obj(obj.get("preset"), f"{path}.preset")
-        template = _obj(obj.get("template"), f"{path}.template")
+        preset = read_obj(obj.get("preset"), f"{path}.preset")
+        template = read_obj(obj.get("template"), f"{path}.template")
         adapters = []
-        for i, item in enumerate(_list(obj.get("adapters"), f"{path}.adapters")):
+        for i, item in enumerate(read_list(obj.get("adapters"), f"{path}.adapters")):
             p = f"{path}.adapters[{i}]"
-            o = _req_obj(item, p)
+            o = required_obj(item, p)
             adapters.append(AdapterSpec.from_dict(o, p))
         return cls(
             preset=None if preset is None else PresetSpec.from_dict(preset, f"{path}.preset"),
             template=None if template is None else dict(template),
-            config=_str(obj.get("config"), f"{path}.config"),
+            config=read_str(obj.get("config"), f"{path}.config"),
             adapters=tuple(adapters),
         )
 
@@ -463,76 +366,8 @@ class InferenceSpec:
             out["preset"] = self.preset.to_dict()
         if self.template is not None:
             out["template"] = dict(self.template)
-        _put(out, "config", self.config)
-        _put(out, "adapters", [a.to_dict() for a in self.adapters])
-        return out
-
-
-# ----------------------------------------------------------------------------- status
-
-
-@dataclass(frozen=True)
-class Condition:
-    """A ``metav1.Condition``."""
-
-    type: str
-    status: str
-    reason: str
-    message: str
-    last_transition_time: str
-    observed_generation: int | None = None
-
-    @classmethod
-    def from_dict(cls, obj: Mapping[str, Any], path: str) -> Condition:
-        def req(key: str) -> str:
-            return _req_str(obj.get(key), f"{path}.{key}")
-
-        return cls(
-            type=req("type"),
-            status=req("status"),
-            reason=_str(obj.get("reason"), f"{path}.reason") or "",
-            message=_str(obj.get("message"), f"{path}.message") or "",
-            last_transition_time=req("lastTransitionTime"),
-            observed_generation=_int(obj.get("observedGeneration"), f"{path}.observedGeneration"),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "type": self.type,
-            "status": self.status,
-            "reason": self.reason,
-            "message": self.message,
-            "lastTransitionTime": self.last_transition_time,
-        }
-        _put(out, "observedGeneration", self.observed_generation)
-        return out
-
-
-@dataclass(frozen=True)
-class WorkspaceStatus:
-    worker_nodes: tuple[str, ...] = ()
-    conditions: tuple[Condition, ...] = ()
-
-    @classmethod
-    def from_dict(cls, obj: Mapping[str, Any], path: str = "status") -> WorkspaceStatus:
-        conds = []
-        for i, item in enumerate(_list(obj.get("conditions"), f"{path}.conditions")):
-            p = f"{path}.conditions[{i}]"
-            o = _req_obj(item, p)
-            conds.append(Condition.from_dict(o, p))
-        return cls(
-            worker_nodes=_strs(obj.get("workerNodes"), f"{path}.workerNodes"),
-            conditions=tuple(conds),
-        )
-
-    def condition(self, type_: str) -> Condition | None:
-        """The condition of this type, if reported."""
-        return next((c for c in self.conditions if c.type == type_), None)
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        _put(out, "workerNodes", list(self.worker_nodes))
-        _put(out, "conditions", [c.to_dict() for c in self.conditions])
+        put_present(out, "config", self.config)
+        put_present(out, "adapters", [a.to_dict() for a in self.adapters])
         return out
 
 
@@ -554,24 +389,24 @@ class ObjectMeta:
     @classmethod
     def from_dict(cls, obj: Mapping[str, Any], path: str = "metadata") -> ObjectMeta:
         return cls(
-            name=_str(obj.get("name"), f"{path}.name") or "",
-            namespace=_str(obj.get("namespace"), f"{path}.namespace") or "",
-            uid=_str(obj.get("uid"), f"{path}.uid") or "",
-            generation=_int(obj.get("generation"), f"{path}.generation"),
-            resource_version=_str(obj.get("resourceVersion"), f"{path}.resourceVersion") or "",
-            labels=_str_map(obj.get("labels"), f"{path}.labels"),
-            annotations=_str_map(obj.get("annotations"), f"{path}.annotations"),
+            name=read_str(obj.get("name"), f"{path}.name") or "",
+            namespace=read_str(obj.get("namespace"), f"{path}.namespace") or "",
+            uid=read_str(obj.get("uid"), f"{path}.uid") or "",
+            generation=read_int(obj.get("generation"), f"{path}.generation"),
+            resource_version=read_str(obj.get("resourceVersion"), f"{path}.resourceVersion") or "",
+            labels=read_str_map(obj.get("labels"), f"{path}.labels"),
+            annotations=read_str_map(obj.get("annotations"), f"{path}.annotations"),
         )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        _put(out, "name", self.name or None)
-        _put(out, "namespace", self.namespace or None)
-        _put(out, "uid", self.uid or None)
-        _put(out, "generation", self.generation)
-        _put(out, "resourceVersion", self.resource_version or None)
-        _put(out, "labels", dict(self.labels))
-        _put(out, "annotations", dict(self.annotations))
+        put_present(out, "name", self.name or None)
+        put_present(out, "namespace", self.namespace or None)
+        put_present(out, "uid", self.uid or None)
+        put_present(out, "generation", self.generation)
+        put_present(out, "resourceVersion", self.resource_version or None)
+        put_present(out, "labels", dict(self.labels))
+        put_present(out, "annotations", dict(self.annotations))
         return out
 
 
@@ -589,10 +424,10 @@ class Workspace:
             raise WorkspaceParseError(
                 "", f"a Workspace must be an object, not {type(obj).__name__}"
             )
-        meta = _obj(obj.get("metadata"), "metadata")
-        resource = _obj(obj.get("resource"), "resource")
-        inference = _obj(obj.get("inference"), "inference")
-        status = _obj(obj.get("status"), "status")
+        meta = read_obj(obj.get("metadata"), "metadata")
+        resource = read_obj(obj.get("resource"), "resource")
+        inference = read_obj(obj.get("inference"), "inference")
+        status = read_obj(obj.get("status"), "status")
         return cls(
             metadata=ObjectMeta() if meta is None else ObjectMeta.from_dict(meta),
             resource=ResourceSpec() if resource is None else ResourceSpec.from_dict(resource),
@@ -629,9 +464,9 @@ class Workspace:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"apiVersion": API_VERSION, "kind": KIND}
-        _put(out, "metadata", self.metadata.to_dict())
+        put_present(out, "metadata", self.metadata.to_dict())
         out["resource"] = self.resource.to_dict()
         if self.inference is not None:
             out["inference"] = self.inference.to_dict()
-        _put(out, "status", self.status.to_dict())
+        put_present(out, "status", self.status.to_dict())
         return out

@@ -245,6 +245,14 @@ def plan(now: datetime, secret_data: Mapping[str, bytes] | None, wanted: Wanted)
         cas, _ca_key = _parse_ca_half(secret_data)
     except CertMaterialError as exc:
         return Action(ActionKind.ISSUE, f"the CA is unusable: {exc}")
+    action = _ca_action(now, cas, wanted)
+    if action is None:
+        action = _serving_action(now, secret_data, cas, wanted)
+    return action or Action(ActionKind.KEEP, "the CA and the serving certificate are fine")
+
+
+def _ca_action(now: datetime, cas: tuple[x509.Certificate, ...], wanted: Wanted) -> Action | None:
+    """Issue, renew or prune the CA(s), or None when they are fine."""
     current = cas[0]
     if now < current.not_valid_before_utc:
         return Action(
@@ -269,6 +277,16 @@ def plan(now: datetime, secret_data: Mapping[str, bytes] | None, wanted: Wanted)
             f"{len(expired)} older CA(s) expired (first at "
             f"{expired[0].not_valid_after_utc.isoformat()})",
         )
+    return None
+
+
+def _serving_action(
+    now: datetime,
+    secret_data: Mapping[str, bytes],
+    cas: tuple[x509.Certificate, ...],
+    wanted: Wanted,
+) -> Action | None:
+    """Renew the serving certificate, or None when it is fine (with a usable CA)."""
     try:
         serving, _serving_key = _parse_serving_half(secret_data)
     except CertMaterialError as exc:
@@ -276,6 +294,7 @@ def plan(now: datetime, secret_data: Mapping[str, bytes] | None, wanted: Wanted)
     problem = _serving_problem(now, serving, cas, wanted)
     if problem is not None:
         return Action(ActionKind.RENEW_SERVING, f"the serving certificate is {problem}")
+    current = cas[0]
     if not is_signed_by(serving, current):
         since = issued_at(current)
         if now >= since + wanted.ca_overlap:
@@ -284,7 +303,7 @@ def plan(now: datetime, secret_data: Mapping[str, bytes] | None, wanted: Wanted)
                 f"the serving certificate is signed by an older CA and the current CA has been "
                 f"in the bundle since {since.isoformat()} (overlap {wanted.ca_overlap})",
             )
-    return Action(ActionKind.KEEP, "the CA and the serving certificate are fine")
+    return None
 
 
 def carry_out(

@@ -257,7 +257,7 @@ class Controller:
                     self.metrics.reconciles.labels("skipped").inc()
                     continue
                 try:
-                    requeue = await self.reconciler.reconcile(key)
+                    result = await self.reconciler.reconcile(key)
                 except NotLeaderError:
                     self.metrics.reconciles.labels("skipped").inc()
                 except asyncio.CancelledError:
@@ -278,8 +278,8 @@ class Controller:
                     self.metrics.reconciles.labels("error").inc()
                 else:
                     self.backoff.forget(key)
-                    if requeue is not None:
-                        self.queue.add_after(key, requeue)
+                    if result.requeue_after is not None:
+                        self.queue.add_after(key, result.requeue_after)
                         self.metrics.reconciles.labels("requeue").inc()
                     else:
                         self.metrics.reconciles.labels("ok").inc()

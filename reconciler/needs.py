@@ -128,30 +128,29 @@ def compute_needs(
     cpu_needs = _cpu_needs(ws, preset, runtime, skus)
     if cpu_needs is not None:
         return cpu_needs
+    return _gpu_needs(ws, preset, runtime, skus, nodes)
+
+
+def _gpu_needs(
+    ws: Workspace, preset: Preset, runtime: Runtime, skus: SkuCatalog, nodes: Mapping[str, Obj]
+) -> Needs | Unsatisfiable:
+    """A preset on GPU nodes: one node per replica, or one model over several nodes (then
+    ``resource.count`` is the node count the sizing asks for)."""
     shape = _shape(ws, skus, nodes)
     if isinstance(shape, Unsatisfiable):
         return shape
     fit = estimate(preset, shape, runtime)
     if not isinstance(fit, Fit):
         return Unsatisfiable(REASON_NO_FIT, fit.reason)
-    if fit.node_count > 1:
-        return Needs(
-            runtime=runtime,
-            preset=preset,
-            gpus_per_node=fit.gpus_per_node,
-            nodes=fit.node_count,
-            replicas=fit.node_count,
-            multi_node=True,
-            fit=fit,
-            shape=shape.label,
-        )
+    multi_node = fit.node_count > 1
+    count = fit.node_count if multi_node else (ws.resource.count or 1)
     return Needs(
         runtime=runtime,
         preset=preset,
         gpus_per_node=fit.gpus_per_node,
         nodes=count,
         replicas=count,
-        multi_node=False,
+        multi_node=multi_node,
         fit=fit,
         shape=shape.label,
     )

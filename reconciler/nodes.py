@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -277,6 +277,41 @@ def _claim_state(claim: Obj, nodes: Mapping[str, Obj]) -> tuple[str, str]:
     return REASON_NODE_NOT_READY, f"node {node_name} of NodeClaim {name} is not Ready"
 
 
+def _candidate(ws: Workspace, name: str, node: Obj, skip: Container[str]) -> bool:
+    """A node of the instance type with the selector's labels, made for this Workspace or for
+    none, usable or not (but not being deleted): a node that is briefly NotReady must not make
+    us provision another for good. ``skip``: nodes counted elsewhere (preferred, claimed)."""
+    labels = _labels(node)
+    if name in skip or (node.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    instance_type = ws.resource.instance_type or ""
+    if labels.get(LABEL_INSTANCE_TYPE, "").lower() != instance_type.lower():
+        return False
+    owner = labels.get(LABEL_WORKSPACE)
+    if owner is not None and (
+        owner != ws.name or labels.get(LABEL_WORKSPACE_NAMESPACE, ws.namespace) != ws.namespace
+    ):
+        return False
+    if ws.resource.label_selector is None and not owner:
+        return False  # without a selector, only nodes made for this Workspace
+    return selector_matches(ws.resource.label_selector, labels)
+
+
+def _claims_to_create(
+    ws: Workspace, needs: Needs, ref: NodeClassRef, claims: Sequence[Obj], wanted: int
+) -> list[Obj]:
+    """New NodeClaims until ``wanted`` live ones exist, at the first free indexes."""
+    live = sum(1 for c in claims if not c["metadata"].get("deletionTimestamp"))
+    taken = {claim_index(ws, str(c["metadata"]["name"])) for c in claims}
+    create: list[Obj] = []
+    i = 0
+    while live + len(create) < wanted:
+        if i not in taken:
+            create.append(nodeclaim(ws, i, needs, ref))
+        i += 1
+    return create
+
+
 def plan_nodes(
     ws: Workspace,
     needs: Needs,
@@ -288,7 +323,6 @@ def plan_nodes(
     """Choose nodes and the NodeClaims to create. ``nodes`` is every Node by name; ``claims``
     are this Workspace's NodeClaims."""
     own_claims = sorted(claims, key=lambda c: str(c["metadata"]["name"]))
-    live_claims = [c for c in own_claims if not c["metadata"].get("deletionTimestamp")]
     claim_nodes = {
         str((c.get("status") or {}).get("nodeName")): c
         for c in own_claims
@@ -302,46 +336,18 @@ def plan_nodes(
 
     usable_preferred = [n for n in preferred if usable(n)]
     usable_claimed = [n for n in claim_nodes if usable(n)]
-    others: list[str] = []
-    # Nodes of the instance type with the selector's labels, usable or not (but not being
-    # deleted): a node that is briefly NotReady must not make us provision another for good.
-    matching = 0
+    matching: list[str] = []
     if ws.resource.instance_type:
-        for name, node in nodes.items():
-            labels = _labels(node)
-            if name in preferred or name in claim_nodes:
-                continue
-            if labels.get(LABEL_INSTANCE_TYPE, "").lower() != ws.resource.instance_type.lower():
-                continue
-            owner = labels.get(LABEL_WORKSPACE)
-            if owner is not None and (
-                owner != ws.name
-                or labels.get(LABEL_WORKSPACE_NAMESPACE, ws.namespace) != ws.namespace
-            ):
-                continue
-            if ws.resource.label_selector is None and not owner:
-                continue  # without a selector, only nodes made for this Workspace
-            if node.get("metadata", {}).get("deletionTimestamp"):
-                continue
-            if not selector_matches(ws.resource.label_selector, labels):
-                continue
-            matching += 1
-            if usable(name):
-                others.append(name)
-    others.sort(key=lambda n: (n not in previous, n))
+        skip = {*preferred, *claim_nodes}
+        matching = [name for name, node in nodes.items() if _candidate(ws, name, node, skip)]
+    others = sorted((n for n in matching if usable(n)), key=lambda n: (n not in previous, n))
     pool = list(dict.fromkeys([*usable_preferred, *sorted(usable_claimed), *others]))
     selected = tuple(pool[: needs.nodes])
 
     create: list[Obj] = []
     if ws.resource.instance_type:
-        wanted = max(0, needs.nodes - len(usable_preferred) - matching)
-        if len(live_claims) < wanted:
-            taken = {claim_index(ws, str(c["metadata"]["name"])) for c in own_claims}
-            i = 0
-            while len(live_claims) + len(create) < wanted:
-                if i not in taken:
-                    create.append(nodeclaim(ws, i, needs, ref))
-                i += 1
+        wanted = max(0, needs.nodes - len(usable_preferred) - len(matching))
+        create = _claims_to_create(ws, needs, ref, own_claims, wanted)
 
     names = tuple(str(c["metadata"]["name"]) for c in own_claims)
     if len(selected) >= needs.nodes:
@@ -354,56 +360,76 @@ def plan_nodes(
             f"{', '.join(selected)}",
             names,
         )
+    problems = _shortfall(ws, needs, nodes, own_claims, create)
+    reason, message = _shortfall_message(ws, needs, selected, problems)
+    return NodePlan(selected, tuple(create), False, reason, message, names)
 
-    # Not enough nodes: say why, most actionable first.
-    missing = needs.nodes - len(selected)
+
+PROBLEM_PRIORITY = (
+    REASON_PROVISIONING_FAILED,
+    REASON_NODE_MISMATCH,
+    REASON_NODE_NOT_FOUND,
+    REASON_INSUFFICIENT_GPU,
+    REASON_NODE_NOT_READY,
+    REASON_PROVISIONING,
+)
+"""Not enough nodes: the reasons, most actionable first."""
+
+
+def _shortfall(
+    ws: Workspace,
+    needs: Needs,
+    nodes: Mapping[str, Obj],
+    claims: Sequence[Obj],
+    create: Sequence[Obj],
+) -> list[tuple[str, str]]:
+    """Why there are not enough nodes: (reason, message) per preferred node and NodeClaim."""
     problems: list[tuple[str, str]] = []
-    for name in preferred:
+    for name in ws.resource.preferred_nodes:
         p = node_problem(nodes.get(name), ws, needs)
         if p is not None:
             problems.append((p[0], f"preferred node {name} {p[1]}"))
-    for c in live_claims:
-        node_name = str((c.get("status") or {}).get("nodeName") or "")
-        if node_name and node_name in nodes and usable(node_name):
+    for c in claims:
+        if c["metadata"].get("deletionTimestamp"):
             continue
-        if node_name in nodes:
-            p = node_problem(nodes[node_name], ws, needs)
-            if p is not None:
-                problems.append(
-                    (p[0], f"node {node_name} of NodeClaim {c['metadata']['name']} {p[1]}")
-                )
-                continue
-        problems.append(_claim_state(c, nodes))
+        node_name = str((c.get("status") or {}).get("nodeName") or "")
+        p = node_problem(nodes[node_name], ws, needs) if node_name in nodes else None
+        if node_name in nodes and p is None:
+            continue
+        if p is not None:
+            problems.append((p[0], f"node {node_name} of NodeClaim {c['metadata']['name']} {p[1]}"))
+        else:
+            problems.append(_claim_state(c, nodes))
     for c in create:
         problems.append((REASON_PROVISIONING, f"creating NodeClaim {c['metadata']['name']}"))
-    if not problems:
-        if ws.resource.instance_type:
-            problems.append((REASON_PROVISIONING, "waiting for NodeClaims"))
-        else:
-            problems.append(
-                (
-                    REASON_NODE_NOT_FOUND,
-                    "not enough preferred nodes; list more in resource.preferredNodes or set "
-                    "resource.instanceType to provision the rest",
-                )
+    if not problems and ws.resource.instance_type:
+        problems.append((REASON_PROVISIONING, "waiting for NodeClaims"))
+    elif not problems:
+        problems.append(
+            (
+                REASON_NODE_NOT_FOUND,
+                "not enough preferred nodes; list more in resource.preferredNodes or set "
+                "resource.instanceType to provision the rest",
             )
-    priority = [
-        REASON_PROVISIONING_FAILED,
-        REASON_NODE_MISMATCH,
-        REASON_NODE_NOT_FOUND,
-        REASON_INSUFFICIENT_GPU,
-        REASON_NODE_NOT_READY,
-        REASON_PROVISIONING,
-    ]
-    problems.sort(key=lambda p: priority.index(p[0]) if p[0] in priority else len(priority))
+        )
+    return problems
+
+
+def _shortfall_message(
+    ws: Workspace, needs: Needs, selected: Sequence[str], problems: list[tuple[str, str]]
+) -> tuple[str, str]:
+    """The condition's reason (the most actionable problem) and message (the first five)."""
+    order = PROBLEM_PRIORITY
+    problems = sorted(problems, key=lambda p: order.index(p[0]) if p[0] in order else len(order))
     reason = problems[0][0]
     detail = "; ".join(m for _, m in problems[:5])
     if len(problems) > 5:
         detail += f"; and {len(problems) - 5} more"
+    missing = needs.nodes - len(selected)
     message = (
         f"{len(selected)} of {needs.nodes} {_kind(needs)}node(s){_with_gpus(needs)} ready "
         f"({missing} missing): {detail}"
     )
     if not ws.resource.instance_type and reason in (REASON_NODE_NOT_FOUND, REASON_NODE_MISMATCH):
         message += "; or set resource.instanceType to provision GPU nodes"
-    return NodePlan(selected, tuple(create), False, reason, message, names)
+    return reason, message

@@ -81,6 +81,35 @@ def _parent(doc: Any, path: str) -> tuple[Any, str]:
     return node, tokens[-1]
 
 
+def _apply_in_list(parent: list[Any], key: str, op: Op) -> None:
+    kind, path = op["op"], op["path"]
+    index = len(parent) if key == "-" else int(key)
+    if kind == "add":
+        if not 0 <= index <= len(parent):
+            raise PatchError(f"index {index} out of range at {path}")
+        parent.insert(index, copy.deepcopy(op["value"]))
+    elif kind == "remove":
+        del parent[index]
+    elif kind == "replace":
+        parent[index] = copy.deepcopy(op["value"])
+    else:
+        raise PatchError(f"unsupported op {kind!r}")
+
+
+def _apply_in_dict(parent: dict[str, Any], key: str, op: Op) -> None:
+    kind, path = op["op"], op["path"]
+    if kind == "add":
+        parent[key] = copy.deepcopy(op["value"])
+    elif kind == "remove":
+        del parent[key]
+    elif kind == "replace":
+        if key not in parent:
+            raise PatchError(f"replace of a missing member at {path}")
+        parent[key] = copy.deepcopy(op["value"])
+    else:
+        raise PatchError(f"unsupported op {kind!r}")
+
+
 def apply(doc: Any, ops: list[Op]) -> Any:
     """Apply add/remove/replace operations to a copy of ``doc``."""
     doc = copy.deepcopy(doc)
@@ -94,28 +123,9 @@ def apply(doc: Any, ops: list[Op]) -> Any:
         try:
             parent, key = _parent(doc, path)
             if isinstance(parent, list):
-                index = len(parent) if key == "-" else int(key)
-                if kind == "add":
-                    if not 0 <= index <= len(parent):
-                        raise PatchError(f"index {index} out of range at {path}")
-                    parent.insert(index, copy.deepcopy(op["value"]))
-                elif kind == "remove":
-                    del parent[index]
-                elif kind == "replace":
-                    parent[index] = copy.deepcopy(op["value"])
-                else:
-                    raise PatchError(f"unsupported op {kind!r}")
+                _apply_in_list(parent, key, op)
             elif isinstance(parent, dict):
-                if kind == "add":
-                    parent[key] = copy.deepcopy(op["value"])
-                elif kind == "remove":
-                    del parent[key]
-                elif kind == "replace":
-                    if key not in parent:
-                        raise PatchError(f"replace of a missing member at {path}")
-                    parent[key] = copy.deepcopy(op["value"])
-                else:
-                    raise PatchError(f"unsupported op {kind!r}")
+                _apply_in_dict(parent, key, op)
             else:
                 raise PatchError(f"path {path!r} has a scalar parent")
         except (KeyError, IndexError, ValueError) as exc:

@@ -30,18 +30,15 @@ from reconciler.local.plan import (
     LocalPlan,
     adapter_problems,
     asks_runtime,
-    base_url,
     build_plan,
     check,
     config_data,
-    curl_line,
-    display,
-    openai_snippet,
     parse_manifest,
     with_vllm_cpu,
 )
 from reconciler.local.process import Child, free_port
 from reconciler.local.settings import PROG, LocalSettings
+from reconciler.local.show import base_url, curl_line, display, openai_snippet
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

@@ -51,7 +51,6 @@ LOCAL_NAMESPACE = "default"
 LOCAL_UID = "local"
 RUNTIME_MODULE = ("python", "-m", "runtime.server")
 BOOLEAN_FLAGS = frozenset({"--trust-remote-code", "--allow-download"})
-SEED_CHAT_BODY = '{"prompt":"YOUR_PROMPT_HERE"}'
 """The body of the seed's basic ``/chat`` example, verbatim."""
 
 
@@ -276,6 +275,30 @@ def _flag_value(command: Sequence[str], flag: str) -> str | None:
     return None
 
 
+Flag = tuple[str, str | None]
+
+
+def _local_flag(
+    flag: str, value: str | None, options: LocalOptions
+) -> tuple[Flag | None, str | None]:
+    """The local form of one rendered flag (None: dropped), and a note when it changed."""
+    if flag == "--model" and options.model:
+        return (flag, options.model), f"--model {options.model} (the Pod downloads {value})"
+    if flag in ("--revision", "--max-model-len") and options.model:
+        return None, f"{flag} {value} dropped: it belongs to the preset's model"
+    if flag == "--allow-download" and not options.allow_download:
+        return None, "--allow-download dropped: offline unless you pass --allow-download"
+    if flag == "--dtype":
+        note = f"--dtype {options.dtype} (the Pod's {value} suits the cluster's GPU)"
+        return (flag, options.dtype), note if value != options.dtype else None
+    if flag == "--port":
+        return (flag, str(options.port)), None
+    if flag == "--adapter-root":
+        note = f"--adapter-root {options.adapter_root} (links to the --adapter-dir folders)"
+        return (flag, options.adapter_root), note
+    return (flag, value), None
+
+
 def localize(rendered: Sequence[str], options: LocalOptions) -> tuple[list[str], list[str]]:
     """The local command for the rendered one, and one note per change."""
     unescaped = [a.replace("$$(", "$(") for a in rendered]
@@ -287,28 +310,13 @@ def localize(rendered: Sequence[str], options: LocalOptions) -> tuple[list[str],
     notes: list[str] = []
     items = _split(unescaped)
     flags = {flag for flag, _ in items}
-    out: list[tuple[str, str | None]] = []
+    out: list[Flag] = []
     for flag, value in items:
-        if flag == "--model" and options.model:
-            notes.append(f"--model {options.model} (the Pod downloads {value})")
-            out.append((flag, options.model))
-        elif flag in ("--revision", "--max-model-len") and options.model:
-            notes.append(f"{flag} {value} dropped: it belongs to the preset's model")
-        elif flag == "--allow-download" and not options.allow_download:
-            notes.append("--allow-download dropped: offline unless you pass --allow-download")
-        elif flag == "--dtype":
-            if value != options.dtype:
-                notes.append(f"--dtype {options.dtype} (the Pod's {value} suits the cluster's GPU)")
-            out.append((flag, options.dtype))
-        elif flag == "--port":
-            out.append((flag, str(options.port)))
-        elif flag == "--adapter-root":
-            notes.append(
-                f"--adapter-root {options.adapter_root} (links to the --adapter-dir folders)"
-            )
-            out.append((flag, options.adapter_root))
-        else:
-            out.append((flag, value))
+        kept, note = _local_flag(flag, value, options)
+        if note is not None:
+            notes.append(note)
+        if kept is not None:
+            out.append(kept)
     if "--dtype" not in flags and options.dtype != "auto":
         out.append(("--dtype", options.dtype))
     if options.allow_download and "--allow-download" not in flags:
@@ -462,49 +470,3 @@ def with_vllm_cpu(
 
 def cpu_presets(presets: PresetCatalog) -> list[str]:
     return [p.name for p in presets if p.cpu_capable]
-
-
-# ----------------------------------------------------------------------------- for people
-
-
-def display(argv: Sequence[str], preset: Preset | None = None, limit: int = 120) -> str:
-    """A command for people: a long argument (the inline chat template) is abbreviated."""
-    shown = []
-    for arg in argv:
-        if preset is not None and preset.chat_template and arg == preset.chat_template:
-            shown.append(f"<chat template {preset.chat_template_name} of the preset catalog>")
-        elif len(arg) > limit or "\n" in arg:
-            shown.append(f"<{len(arg)} characters>")
-        else:
-            shown.append(shlex.quote(arg))
-    return " ".join(shown)
-
-
-def url_host(host: str) -> str:
-    """The address to call: a wildcard listener is reached on the loopback."""
-    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-
-
-def base_url(host: str, port: int) -> str:
-    h = url_host(host)
-    return f"http://[{h}]:{port}" if ":" in h else f"http://{h}:{port}"
-
-
-def curl_line(url: str) -> str:
-    """The seed's basic ``/chat`` example, pointed at ``url``."""
-    return (
-        f'curl -X POST "{url}/chat" -H "accept: application/json" '
-        f"-H \"Content-Type: application/json\" -d '{SEED_CHAT_BODY}'"
-    )
-
-
-def openai_snippet(url: str, model: str) -> str:
-    return "\n".join(
-        [
-            "from openai import OpenAI",
-            f'client = OpenAI(base_url="{url}/v1", api_key="unused")',
-            f'reply = client.chat.completions.create(model="{model}", '
-            'messages=[{"role": "user", "content": "Hello!"}])',
-            "print(reply.choices[0].message.content)",
-        ]
-    )

@@ -82,89 +82,12 @@ def plan_chat(
     f = "generate_kwargs."
     for name in ("pad_token_id", "forced_bos_token_id", "forced_eos_token_id"):
         _check_token(getattr(gk, name), f + name, limits)
-    eos: tuple[int, ...]
-    if gk.eos_token_id is None:
-        eos = limits.eos_token_ids
-    elif isinstance(gk.eos_token_id, int):
-        _check_token(gk.eos_token_id, f + "eos_token_id", limits)
-        eos = (gk.eos_token_id,)
-    else:
-        _check_tokens(gk.eos_token_id, f + "eos_token_id", limits)
-        eos = tuple(gk.eos_token_id)
-    bad_words: tuple[tuple[int, ...], ...] | None = None
-    if gk.bad_words_ids is not None:
-        words = [w if isinstance(w, list) else [w] for w in gk.bad_words_ids]
-        for i, word in enumerate(words):
-            if not word:
-                raise RequestError("an empty token sequence", field=f"{f}bad_words_ids[{i}]")
-            _check_tokens(word, f"{f}bad_words_ids[{i}]", limits)
-        bad_words = tuple(tuple(w) for w in words) or None
-
-    if gk.do_sample and gk.temperature == 0:
-        raise RequestError(
-            "0 is not valid when do_sample is true; use do_sample=false for greedy decoding "
-            "or a temperature > 0",
-            field=f + "temperature",
-        )
-    if gk.num_return_sequences > limits.max_n:
-        raise RequestError(
-            f"{gk.num_return_sequences} is more than this server allows ({limits.max_n}, --max-n)",
-            field=f + "num_return_sequences",
-        )
-    if gk.num_beams > limits.max_n:
-        raise RequestError(
-            f"{gk.num_beams} is more than this server allows ({limits.max_n}, --max-n)",
-            field=f + "num_beams",
-        )
-    if gk.num_beams > 1 and gk.num_return_sequences > gk.num_beams:
-        raise RequestError(
-            f"{gk.num_return_sequences} is more than num_beams ({gk.num_beams}); beam search "
-            "returns at most num_beams sequences",
-            field=f + "num_return_sequences",
-        )
-    if gk.num_beams == 1 and not gk.do_sample and gk.num_return_sequences > 1:
-        raise RequestError(
-            f"{gk.num_return_sequences} identical greedy sequences make no sense; set "
-            "do_sample=true or num_beams >= num_return_sequences",
-            field=f + "num_return_sequences",
-        )
-    if gk.min_length > gk.max_length:
-        raise RequestError(
-            f"{gk.min_length} is more than max_length ({gk.max_length})", field=f + "min_length"
-        )
-
-    tokens = list(prompt)
-    context = limits.context_length
-    if not hole and len(tokens) >= context:
-        raise ContextLengthError(
-            f"the prompt is {len(tokens)} tokens but this model's context window is "
-            f"{context} tokens, which leaves no room to generate; shorten it or set "
-            "handle_long_generation to 'hole'",
-            field=prompt_field,
-        )
-    if gk.max_new_tokens is not None:
-        max_new = gk.max_new_tokens
-    else:
-        max_new = gk.max_length + prefix_tokens - len(tokens)
-        if max_new < 1:
-            raise RequestError(
-                f"{gk.max_length} leaves no room to generate: the prompt alone is "
-                f"{len(tokens) - prefix_tokens} tokens; raise max_length or set max_new_tokens",
-                field=f + "max_length",
-            )
-    if hole and len(tokens) + max_new > context:
-        keep = context - max_new
-        if keep <= 0:
-            raise ContextLengthError(
-                f"{max_new} new tokens do not fit in the model's context window "
-                f"({context} tokens), even with handle_long_generation='hole'; ask for fewer",
-                field=f + ("max_new_tokens" if gk.max_new_tokens is not None else "max_length"),
-            )
-        tokens = tokens[-keep:]
-    check_prompt_fits(len(tokens), limits, prompt_field)
-    max_new = min(max_new, context - len(tokens))
-    min_new = max(gk.min_new_tokens or 0, gk.min_length + prefix_tokens - len(prompt), 0)
-    min_new = min(min_new, max_new)
+    eos = _eos(gk, limits)
+    bad_words = _bad_words(gk, limits)
+    _check_search(gk, limits)
+    tokens, max_new, min_new = _window(
+        gk, prompt, limits, prefix_tokens=prefix_tokens, hole=hole, prompt_field=prompt_field
+    )
     pad = gk.pad_token_id if gk.pad_token_id is not None else limits.pad_token_id
 
     if gk.num_beams > 1:
@@ -284,3 +207,109 @@ def plan_openai(
         seed=req.seed,
     )
     return Plan(prompt=tuple(prompt), params=params, n=req.n)
+
+
+def _eos(gk: GenerateKwargs, limits: ModelLimits) -> tuple[int, ...]:
+    f = "generate_kwargs.eos_token_id"
+    if gk.eos_token_id is None:
+        return limits.eos_token_ids
+    if isinstance(gk.eos_token_id, int):
+        _check_token(gk.eos_token_id, f, limits)
+        return (gk.eos_token_id,)
+    _check_tokens(gk.eos_token_id, f, limits)
+    return tuple(gk.eos_token_id)
+
+
+def _bad_words(gk: GenerateKwargs, limits: ModelLimits) -> tuple[tuple[int, ...], ...] | None:
+    if gk.bad_words_ids is None:
+        return None
+    f = "generate_kwargs."
+    words = [w if isinstance(w, list) else [w] for w in gk.bad_words_ids]
+    for i, word in enumerate(words):
+        if not word:
+            raise RequestError("an empty token sequence", field=f"{f}bad_words_ids[{i}]")
+        _check_tokens(word, f"{f}bad_words_ids[{i}]", limits)
+    return tuple(tuple(w) for w in words) or None
+
+
+def _check_search(gk: GenerateKwargs, limits: ModelLimits) -> None:
+    """Sampling, beams and returned sequences that go together, within the server's --max-n."""
+    f = "generate_kwargs."
+    if gk.do_sample and gk.temperature == 0:
+        raise RequestError(
+            "0 is not valid when do_sample is true; use do_sample=false for greedy decoding "
+            "or a temperature > 0",
+            field=f + "temperature",
+        )
+    if gk.num_return_sequences > limits.max_n:
+        raise RequestError(
+            f"{gk.num_return_sequences} is more than this server allows ({limits.max_n}, --max-n)",
+            field=f + "num_return_sequences",
+        )
+    if gk.num_beams > limits.max_n:
+        raise RequestError(
+            f"{gk.num_beams} is more than this server allows ({limits.max_n}, --max-n)",
+            field=f + "num_beams",
+        )
+    if gk.num_beams > 1 and gk.num_return_sequences > gk.num_beams:
+        raise RequestError(
+            f"{gk.num_return_sequences} is more than num_beams ({gk.num_beams}); beam search "
+            "returns at most num_beams sequences",
+            field=f + "num_return_sequences",
+        )
+    if gk.num_beams == 1 and not gk.do_sample and gk.num_return_sequences > 1:
+        raise RequestError(
+            f"{gk.num_return_sequences} identical greedy sequences make no sense; set "
+            "do_sample=true or num_beams >= num_return_sequences",
+            field=f + "num_return_sequences",
+        )
+    if gk.min_length > gk.max_length:
+        raise RequestError(
+            f"{gk.min_length} is more than max_length ({gk.max_length})", field=f + "min_length"
+        )
+
+
+def _window(
+    gk: GenerateKwargs,
+    prompt: Sequence[int],
+    limits: ModelLimits,
+    *,
+    prefix_tokens: int,
+    hole: bool,
+    prompt_field: str,
+) -> tuple[list[int], int, int]:
+    """The prompt tokens kept (``hole``: the tail that leaves room) and the new-token bounds."""
+    f = "generate_kwargs."
+    tokens = list(prompt)
+    context = limits.context_length
+    if not hole and len(tokens) >= context:
+        raise ContextLengthError(
+            f"the prompt is {len(tokens)} tokens but this model's context window is "
+            f"{context} tokens, which leaves no room to generate; shorten it or set "
+            "handle_long_generation to 'hole'",
+            field=prompt_field,
+        )
+    if gk.max_new_tokens is not None:
+        max_new = gk.max_new_tokens
+    else:
+        max_new = gk.max_length + prefix_tokens - len(tokens)
+        if max_new < 1:
+            raise RequestError(
+                f"{gk.max_length} leaves no room to generate: the prompt alone is "
+                f"{len(tokens) - prefix_tokens} tokens; raise max_length or set max_new_tokens",
+                field=f + "max_length",
+            )
+    if hole and len(tokens) + max_new > context:
+        keep = context - max_new
+        if keep <= 0:
+            raise ContextLengthError(
+                f"{max_new} new tokens do not fit in the model's context window "
+                f"({context} tokens), even with handle_long_generation='hole'; ask for fewer",
+                field=f + ("max_new_tokens" if gk.max_new_tokens is not None else "max_length"),
+            )
+        tokens = tokens[-keep:]
+    check_prompt_fits(len(tokens), limits, prompt_field)
+    max_new = min(max_new, context - len(tokens))
+    min_new = max(gk.min_new_tokens or 0, gk.min_length + prefix_tokens - len(prompt), 0)
+    min_new = min(min_new, max_new)
+    return tokens, max_new, min_new

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
@@ -130,20 +130,21 @@ def type_schema(tp: Any, defs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return schema
 
 
+SCALAR_SCHEMAS: dict[type, dict[str, Any]] = {
+    type(None): {"type": "null"},
+    bool: {"type": "boolean"},
+    int: {"type": "integer"},
+    float: {"type": "number"},
+    str: {"type": "string"},
+}
+
+
 def _base_schema(tp: Any, defs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     origin = get_origin(tp)
     if tp is Any:
         return {}
-    if tp is type(None):
-        return {"type": "null"}
-    if tp is bool:
-        return {"type": "boolean"}
-    if tp is int:
-        return {"type": "integer"}
-    if tp is float:
-        return {"type": "number"}
-    if tp is str:
-        return {"type": "string"}
+    if isinstance(tp, type) and tp in SCALAR_SCHEMAS:
+        return dict(SCALAR_SCHEMAS[tp])
     if origin is Literal:
         values = list(get_args(tp))
         return {"enum": values}
@@ -372,21 +373,26 @@ def build(tp: Any, value: Any) -> Any:
     return value
 
 
+def _is_int(value: Any) -> bool:
+    return not isinstance(value, bool) and (
+        isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    )
+
+
+SCALAR_MATCHES: dict[type, Callable[[Any], bool]] = {
+    type(None): lambda value: value is None,
+    bool: lambda value: isinstance(value, bool),
+    int: _is_int,
+    float: lambda value: not isinstance(value, bool) and isinstance(value, int | float),
+    str: lambda value: isinstance(value, str),
+}
+
+
 def _matches(tp: Any, value: Any) -> bool:
     base, _ = _split(tp)
     origin = get_origin(base)
-    if base is type(None):
-        return value is None
-    if base is bool:
-        return isinstance(value, bool)
-    if base is int:
-        return not isinstance(value, bool) and (
-            isinstance(value, int) or (isinstance(value, float) and value.is_integer())
-        )
-    if base is float:
-        return not isinstance(value, bool) and isinstance(value, int | float)
-    if base is str:
-        return isinstance(value, str)
+    if isinstance(base, type) and base in SCALAR_MATCHES:
+        return SCALAR_MATCHES[base](value)
     if origin is Literal:
         return value in get_args(base)
     if origin is list:

@@ -8,14 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from api.errors import StrengthError, WorkspaceParseError
+from api.strength import parse_strength, strength_float
 from api.workspace import (
     API_VERSION,
     RUNTIME_ANNOTATION,
     ConditionType,
     Runtime,
     Workspace,
-    parse_strength,
-    strength_float,
 )
 from tests.api import seed
 

@@ -53,7 +53,7 @@ from tests.support.procs import free_port, wait_until
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 PLACEHOLDER_DENIAL = "is the documentation's placeholder"
-DESIRED_HASH = "kaito.sh/desired-hash"  # reconciler/reconcile.py ANNOTATION_DESIRED_HASH
+DESIRED_HASH = "kaito.sh/desired-hash"  # reconciler/plan.py ANNOTATION_DESIRED_HASH
 
 
 @pytest.fixture(scope="module")

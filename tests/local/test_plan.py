@@ -21,12 +21,11 @@ from reconciler.local.plan import (
     build_plan,
     check,
     config_data,
-    curl_line,
-    display,
     localize,
     parse_manifest,
 )
 from reconciler.local.settings import LocalSettings
+from reconciler.local.show import curl_line, display
 from tests.api import seed
 from tests.reconciler import examples
 

@@ -6,16 +6,11 @@ from typing import Any
 
 from reconciler.controller import admission_unavailable, keys_for
 from reconciler.errors import ApiError, NotFoundError
-from reconciler.reconcile import (
-    ANNOTATION_DESIRED_HASH,
-    claim_refusal,
-    is_subset,
-    needs_apply,
-    refused,
-    strategy_of,
-    with_hash,
-)
+from reconciler.labels import FINALIZER
+from reconciler.outcome import claim_refusal, refused
+from reconciler.plan import ANNOTATION_DESIRED_HASH, is_subset, needs_apply, strategy_of, with_hash
 from reconciler.workload import choose_strategy, free_gpus
+from reconciler.writes import finalizer_removal, has_finalizer, stored_worker_nodes, workspace_body
 from tests.reconciler.goldens import ready_node
 
 
@@ -173,3 +168,22 @@ def test_a_missing_nodeclaim_api_is_reported_with_what_to_do() -> None:
     assert forbidden is not None
     assert "RBAC" in forbidden.message
     assert claim_refusal(ApiError(500, "InternalError", "etcdserver: request timed out")) is None
+
+
+def test_workspace_bodies_own_only_what_they_name() -> None:
+    ws = {"metadata": {"name": "w", "namespace": "n", "uid": "u", "finalizers": [FINALIZER]}}
+    head = {"apiVersion": "kaito.sh/v1alpha1", "kind": "Workspace"}
+    assert workspace_body(ws) == {**head, "metadata": {"name": "w", "namespace": "n"}}
+    assert workspace_body(ws, finalizers=[FINALIZER], status={"a": 1}) == {
+        **head,
+        "metadata": {"name": "w", "namespace": "n", "finalizers": [FINALIZER]},
+        "status": {"a": 1},
+    }
+    assert has_finalizer(ws)
+    assert finalizer_removal({"metadata": {"finalizers": ["other"]}}) is None
+    assert finalizer_removal({"metadata": {"finalizers": ["other", FINALIZER]}}) == [
+        {"op": "test", "path": "/metadata/finalizers/1", "value": FINALIZER},
+        {"op": "remove", "path": "/metadata/finalizers/1"},
+    ]
+    assert stored_worker_nodes({"status": {"workerNodes": ["a", 3, "b"]}}) == ["a", "b"]
+    assert stored_worker_nodes({"status": {"workerNodes": "a"}}) == []
