@@ -54,12 +54,7 @@ def parse_labels(items: Sequence[str]) -> dict[str, str]:
     return labels
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    given = list(sys.argv[1:] if argv is None else argv)
-    if given[:1] == ["demo"]:  # the demo has its own options (tests/cluster/demo.py)
-        from .demo import main as demo
-
-        return demo(given[1:])
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tests.cluster",
         description=__doc__,
@@ -98,23 +93,73 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="also run a real node (containerd, kubelet, kube-proxy) on this machine (root)",
     )
-    args = parser.parse_args(given)
-    if args.command == "clean":
-        left = clean(bins.binaries().kube_proxy)
-        for item in left:
-            print(f"still there: {item}", file=sys.stderr)
-        say("clean" if not left else f"{len(left)} item(s) could not be removed")
-        return 1 if left else 0
-    if args.command == "prereqs":
-        from . import hostprep
+    return parser
 
-        try:
-            hostprep.ensure()
-        except HostPrepError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        say("real-node prerequisites present")
-        return 0
+
+def _clean() -> int:
+    left = clean(bins.binaries().kube_proxy)
+    for item in left:
+        print(f"still there: {item}", file=sys.stderr)
+    say("clean" if not left else f"{len(left)} item(s) could not be removed")
+    return 1 if left else 0
+
+
+def _prereqs() -> int:
+    from . import hostprep
+
+    try:
+        hostprep.ensure()
+    except HostPrepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    say("real-node prerequisites present")
+    return 0
+
+
+def _up(cp: ControlPlane, b: bins.Binaries, args: argparse.Namespace, t0: float) -> int:
+    """Fake GPU nodes, the access lines, then wait for Ctrl-C (or return at once with --exit)."""
+    labels = parse_labels(args.label)
+    for i in range(args.nodes):
+        name = f"gpu-node-{i}"
+        say(f"creating fake GPU node {name} ({args.instance_type}, {args.gpus} GPU)")
+        create_fake_gpu_node(
+            cp,
+            name,
+            args.instance_type,
+            gpus=args.gpus,
+            gpu_product=args.gpu_product,
+            gpu_memory_mib=args.gpu_memory_mib,
+            labels=labels,
+        )
+    for i in range(args.nodes):
+        wait_node_ready(cp, f"gpu-node-{i}")
+    say(f"control plane up in {time.monotonic() - t0:.1f}s")
+    print(f"\nkubeconfig: {cp.kubeconfig}")
+    print(f"export KUBECONFIG={cp.kubeconfig}")
+    print(f"kubectl:    {b.kubectl}\n")
+    print(cp.kubectl("get", "nodes", "-o", f"custom-columns={GPU_COLUMNS}").stdout)
+    if not args.exit:
+        say("running; press Ctrl-C to stop")
+        while all(p.alive() for p in cp.procs):
+            time.sleep(1)
+        dead = [p for p in cp.procs if not p.alive()]
+        for p in dead:
+            print(f"error: {p.name} exited:\n{p.tail()}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == ["demo"]:  # the demo has its own options (tests/cluster/demo.py)
+        from .demo import main as demo
+
+        return demo(given[1:])
+    args = _parser().parse_args(given)
+    if args.command == "clean":
+        return _clean()
+    if args.command == "prereqs":
+        return _prereqs()
 
     # SIGTERM unwinds like Ctrl-C so the finally below stops everything.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -145,34 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             say("starting kube-controller-manager, kube-scheduler and KWOK")
             cp.start_controllers()
             cp.start_kwok()
-        labels = parse_labels(args.label)
-        for i in range(args.nodes):
-            name = f"gpu-node-{i}"
-            say(f"creating fake GPU node {name} ({args.instance_type}, {args.gpus} GPU)")
-            create_fake_gpu_node(
-                cp,
-                name,
-                args.instance_type,
-                gpus=args.gpus,
-                gpu_product=args.gpu_product,
-                gpu_memory_mib=args.gpu_memory_mib,
-                labels=labels,
-            )
-        for i in range(args.nodes):
-            wait_node_ready(cp, f"gpu-node-{i}")
-        say(f"control plane up in {time.monotonic() - t0:.1f}s")
-        print(f"\nkubeconfig: {cp.kubeconfig}")
-        print(f"export KUBECONFIG={cp.kubeconfig}")
-        print(f"kubectl:    {b.kubectl}\n")
-        print(cp.kubectl("get", "nodes", "-o", f"custom-columns={GPU_COLUMNS}").stdout)
-        if not args.exit:
-            say("running; press Ctrl-C to stop")
-            while all(p.alive() for p in cp.procs):
-                time.sleep(1)
-            dead = [p for p in cp.procs if not p.alive()]
-            for p in dead:
-                print(f"error: {p.name} exited:\n{p.tail()}", file=sys.stderr)
-            return 1
+        return _up(cp, b, args, t0)
     except (HarnessError, NodeError, HostPrepError, bins.BuildError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
