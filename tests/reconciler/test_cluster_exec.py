@@ -12,12 +12,13 @@ import pytest
 
 from tests.cluster.harness import ControlPlane
 from tests.reconciler import examples
-from tests.reconciler.helpers import REPO, StartReconciler, apply, wait_ready
+from tests.reconciler.helpers import StartReconciler, apply, wait_ready
 from tests.support.kubeconfigs import (
     assert_a_failing_plugin_stops,
     exec_admin_kubeconfig,
     exec_runs,
 )
+from tests.support.procs import ROOT
 
 
 @pytest.fixture
@@ -44,4 +45,4 @@ def test_the_reconciler_runs_a_workspace_with_an_exec_plugin(
 
 def test_a_failing_exec_plugin_stops_the_reconciler_with_the_fix(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAITO_RECONCILER_")}
-    assert_a_failing_plugin_stops(tmp_path, ["reconciler", "--metrics-port", "0"], env, REPO)
+    assert_a_failing_plugin_stops(tmp_path, ["reconciler", "--metrics-port", "0"], env, ROOT)

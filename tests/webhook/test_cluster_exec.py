@@ -23,7 +23,8 @@ from tests.support.kubeconfigs import (
     exec_admin_kubeconfig,
     exec_runs,
 )
-from tests.webhook.cluster_support import ROOT, install_crds, wait_until, webhook_in_force
+from tests.support.procs import wait_until
+from tests.webhook.cluster_support import ROOT, install_crds, webhook_in_force
 
 
 @pytest.fixture
