@@ -34,6 +34,22 @@ def key_of(obj: Obj) -> Key:
     return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
 
 
+def _revision(obj: Obj) -> int | None:
+    rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+    return int(rv) if rv.isdigit() else None
+
+
+def older(a: Obj, b: Obj) -> bool:
+    """Whether ``a`` is an older version of the object than ``b``.
+
+    kube-apiserver's resource versions are etcd revisions, decimal and increasing; Kubernetes
+    1.35 made comparing them part of the API (client-go's ``CompareResourceVersion``, KEP-5504).
+    Anything else (a missing or non-decimal version) counts as not older.
+    """
+    ra, rb = _revision(a), _revision(b)
+    return ra is not None and rb is not None and ra < rb
+
+
 class Informer:
     def __init__(
         self,
@@ -77,8 +93,17 @@ class Informer:
         return list(self.store.values())
 
     def put(self, obj: dict[str, Any]) -> None:
-        """Write-through after one of our own writes, so the next reconcile sees it."""
-        self._upsert(self.project(obj))
+        """Write-through after one of our own writes, so the next reconcile sees it.
+
+        The watch may already have delivered a newer version (the Deployment controller's status
+        update can overtake our write's response): that one is kept, or the store would hold the
+        older object until the next relist.
+        """
+        new = self.project(obj)
+        old = self.store.get(key_of(new))
+        if old is not None and older(new, old):
+            return
+        self._upsert(new)
 
     def forget(self, namespace: str, name: str) -> None:
         old = self.store.pop((namespace if self.resource.namespaced else "", name), None)
