@@ -1,6 +1,8 @@
 """The whole system on the real node: ``kubectl apply -k manifests/`` with our built controller
 image, then a Workspace (transformers runtime, private preset image, adapter image) answering
-``/chat`` through its Service's ClusterIP, from real Pods, with exact greedy output.
+``/chat`` through its Service's ClusterIP, from real Pods, with exact greedy output; then the same
+with a CPU Workspace on the vLLM runtime, served by real vLLM from ``vllm-cpu.Dockerfile``'s image
+(the node relabelled as a CPU instance type for that test).
 
 Nothing is mocked: the images are built from ``manifests/images/*.Dockerfile`` by
 ``tests/images`` and imported into the node's containerd; the apiserver calls the webhook through
