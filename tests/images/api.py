@@ -1,7 +1,7 @@
 """What tests call: build or reuse the images, from the tiny test models and adapters.
 
 * ``ensure_image(name)``: ``manifests/images/<name>.Dockerfile`` ("controller",
-  "transformers", and "vllm-cpu" once it exists), built unchanged on the test base image.
+  "transformers", "vllm-cpu"), built unchanged on the test base image.
 * ``ensure_model_image(spec="test", runtime="transformers")``: a private preset image of the
   tiny Llama of ``tests.support.tiny_model`` (weights at ``/workspace/weights``).
 * ``ensure_adapter_image(spec="test", seed=0, name="adapter", **lora)``: an adapter image with a
@@ -21,9 +21,15 @@ from typing import Any
 
 from tests.images import build
 from tests.images.build import BuiltImage
-from tests.support.tiny_model import MEDIUM_SPEC, TEST_SPEC, TinyLlamaSpec, build_tiny_llama
+from tests.support.tiny_model import (
+    MEDIUM_SPEC,
+    TEST_SPEC,
+    VLLM_SPEC,
+    TinyLlamaSpec,
+    build_tiny_llama,
+)
 
-SPECS: dict[str, TinyLlamaSpec] = {"test": TEST_SPEC, "medium": MEDIUM_SPEC}
+SPECS: dict[str, TinyLlamaSpec] = {"test": TEST_SPEC, "medium": MEDIUM_SPEC, "vllm": VLLM_SPEC}
 
 
 def ensure_image(name: str) -> BuiltImage:

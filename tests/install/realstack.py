@@ -5,21 +5,25 @@
   image; waits for both replicas.
 * ``workspace(...)``: the seed's adapter Workspace on the real node with the test's private
   preset (model) image, adapter image and strength.
+* ``cpu_node(cp, instance_type)``: the node relabelled as a CPU instance type for a while;
+  ``cpu_workspace(...)``: a CPU Workspace (vLLM by default) on it, with the same images.
 * ``wait_ready(cp, namespace, name)``, ``cluster_ip(...)``, ``post(url, body)``.
 * ``uninstall(cp, overlay)``: the Workspaces' namespace, then ``kubectl delete -k``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
+from reconciler.labels import LABEL_INSTANCE_TYPE
 from tests.api import seed
 from tests.cluster.harness import ControlPlane
 from tests.cluster.realnode import NODE_NAME, RealCluster
@@ -36,6 +40,10 @@ ADAPTER = "falcon-7b-adapter"
 ADAPTER_IMAGE_NAME = "adapter-e2e"
 ADAPTER_SEED = 1
 ADAPTER_LORA: dict[str, Any] = {"r": 4, "lora_alpha": 8, "std": 0.3}
+# The CPU Workspace: the smallest CPU SKU, and the CPU preset whose sizing asks least of it
+# (2048-token context: a 2 GiB KV cache, about 9 GiB requested).
+CPU_INSTANCE_TYPE = "Standard_D4s_v5"
+CPU_PRESET = "tinyllama-1.1b-chat"
 
 T = TypeVar("T")
 
@@ -149,6 +157,56 @@ def workspace(namespace: str, model_ref: str, adapter_ref: str, strength: str) -
     ws["inference"]["adapters"][0]["source"]["image"] = adapter_ref
     ws["inference"]["adapters"][0]["strength"] = strength
     return ws
+
+
+@contextlib.contextmanager
+def cpu_node(cp: ControlPlane, instance_type: str = CPU_INSTANCE_TYPE) -> Iterator[None]:
+    """The real node labelled as ``instance_type`` (a CPU SKU) until the block ends, then as
+    before: a CPU Workspace names its SKU, and only nodes of that SKU serve it."""
+    node = cp.kubectl_json("get", "node", NODE_NAME)
+    before = str(node["metadata"].get("labels", {}).get(LABEL_INSTANCE_TYPE, ""))
+    label = f"{LABEL_INSTANCE_TYPE}={instance_type}"
+    cp.kubectl("label", "node", NODE_NAME, "--overwrite", label)
+    try:
+        yield
+    finally:
+        restore = f"{LABEL_INSTANCE_TYPE}={before}" if before else f"{LABEL_INSTANCE_TYPE}-"
+        cp.kubectl("label", "node", NODE_NAME, "--overwrite", restore, check=False)
+
+
+def cpu_workspace(
+    namespace: str,
+    name: str,
+    model_ref: str,
+    adapter_ref: str,
+    *,
+    strength: str,
+    config: str | None = None,
+) -> dict[str, Any]:
+    """A CPU Workspace (``CPU_PRESET`` on ``CPU_INSTANCE_TYPE``, the default runtime: vLLM) on
+    the real node, with a private preset image, the adapter image at ``strength`` and the
+    ``inference.config`` ConfigMap ``config``."""
+    inference: dict[str, Any] = {
+        "preset": {
+            "name": CPU_PRESET,
+            "accessMode": "private",
+            "presetOptions": {"image": model_ref},
+        },
+        "adapters": [{"source": {"name": ADAPTER, "image": adapter_ref}, "strength": strength}],
+    }
+    if config is not None:
+        inference["config"] = config
+    return {
+        "apiVersion": "kaito.sh/v1alpha1",
+        "kind": "Workspace",
+        "metadata": {"name": name, "namespace": namespace},
+        "resource": {
+            "instanceType": CPU_INSTANCE_TYPE,
+            "labelSelector": {"matchLabels": {"apps": "falcon-7b"}},
+            "preferredNodes": [NODE_NAME],
+        },
+        "inference": inference,
+    }
 
 
 def wait_ready(cp: ControlPlane, namespace: str, name: str, timeout: float) -> dict[str, Any]:
