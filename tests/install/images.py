@@ -20,7 +20,7 @@ import ast
 import re
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -148,10 +148,9 @@ def _type_checking_nodes(tree: ast.AST) -> set[int]:
     return skip
 
 
-def third_party_imports(paths: Iterable[Path], *, ours: bool = False) -> dict[str, set[str]]:
-    """``{top-level module: {files importing it}}``, without the stdlib and our packages (with
-    ``ours``: only our packages)."""
-    found: dict[str, set[str]] = {}
+def _imports(paths: Iterable[Path]) -> Iterator[tuple[Path, ast.Import | ast.ImportFrom]]:
+    """Every absolute import statement of the ``.py`` files at ``paths`` (files or folders),
+    outside ``if TYPE_CHECKING:`` blocks."""
     for root in paths:
         files = [root] if root.is_file() else sorted(root.rglob("*.py"))
         for file in files:
@@ -162,16 +161,23 @@ def third_party_imports(paths: Iterable[Path], *, ours: bool = False) -> dict[st
             for node in ast.walk(tree):
                 if id(node) in skip:
                     continue
-                names: list[str] = []
-                if isinstance(node, ast.Import):
-                    names = [a.name for a in node.names]
-                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                    names = [node.module]
-                for name in names:
-                    top = name.split(".")[0]
-                    if top in sys.stdlib_module_names or (top in PROJECT_PACKAGES) != ours:
-                        continue
-                    found.setdefault(top, set()).add(str(file.relative_to(ROOT)))
+                if isinstance(node, ast.Import) or (
+                    isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+                ):
+                    yield file, node
+
+
+def third_party_imports(paths: Iterable[Path], *, ours: bool = False) -> dict[str, set[str]]:
+    """``{top-level module: {files importing it}}``, without the stdlib and our packages (with
+    ``ours``: only our packages)."""
+    found: dict[str, set[str]] = {}
+    for file, node in _imports(paths):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else [str(node.module)]
+        for name in names:
+            top = name.split(".")[0]
+            if top in sys.stdlib_module_names or (top in PROJECT_PACKAGES) != ours:
+                continue
+            found.setdefault(top, set()).add(str(file.relative_to(ROOT)))
     return found
 
 
@@ -194,35 +200,22 @@ def uncopied_modules(paths: Iterable[Path], copied_sources: Sequence[str]) -> di
     code imports but the image does not copy: ``python -m`` would fail in the image with
     ``ModuleNotFoundError`` (a top-level check alone misses a missing ``runtime/server``)."""
     found: dict[str, set[str]] = {}
-    for root in paths:
-        files = [root] if root.is_file() else sorted(root.rglob("*.py"))
-        for file in files:
-            if file.suffix != ".py":
+    for file, node in _imports(paths):
+        if isinstance(node, ast.Import):
+            modules = [a.name for a in node.names]
+        else:
+            # `from pkg import sub`: sub may be a module of its own.
+            modules = [str(node.module)] + [
+                f"{node.module}.{a.name}"
+                for a in node.names
+                if any((ROOT / f).is_file() for f in module_files(f"{node.module}.{a.name}"))
+            ]
+        for module in modules:
+            if module.split(".")[0] not in PROJECT_PACKAGES:
                 continue
-            tree = ast.parse(file.read_text(), str(file))
-            skip = _type_checking_nodes(tree)
-            for node in ast.walk(tree):
-                if id(node) in skip:
-                    continue
-                modules: list[str] = []
-                if isinstance(node, ast.Import):
-                    modules = [a.name for a in node.names]
-                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                    modules = [node.module]
-                    # `from pkg import sub`: sub may be a module of its own.
-                    modules += [
-                        f"{node.module}.{a.name}"
-                        for a in node.names
-                        if any(
-                            (ROOT / f).is_file() for f in module_files(f"{node.module}.{a.name}")
-                        )
-                    ]
-                for module in modules:
-                    if module.split(".")[0] not in PROJECT_PACKAGES:
-                        continue
-                    candidates = [f for f in module_files(module) if (ROOT / f).is_file()]
-                    if candidates and not any(is_copied(f, copied_sources) for f in candidates):
-                        found.setdefault(module, set()).add(str(file.relative_to(ROOT)))
+            candidates = [f for f in module_files(module) if (ROOT / f).is_file()]
+            if candidates and not any(is_copied(f, copied_sources) for f in candidates):
+                found.setdefault(module, set()).add(str(file.relative_to(ROOT)))
     return found
 
 
