@@ -10,6 +10,8 @@ rotating order inside every repetition, so load swings hit them alike:
 * ``engine``: the engine as configured (``--attn``, ``--threads``);
 * ``generate``: the offline ceiling;
 * ``engine-eager`` / ``generate-eager``: the same with eager attention instead of SDPA;
+* ``engine-gqa`` / ``generate-gqa``: the same with the runtime's CPU attention
+  (``runtime.server.attention``: SDPA with the KV heads left grouped, no per-step cache copy);
 * any of these with ``@T`` (``engine@1``): with T torch threads instead of ``--threads``.
 
 Every variant records wall time, process CPU time and the time inside the model's forward
@@ -34,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.serving_bench import make_prompts  # noqa: E402
+from runtime.server.attention import use_grouped_sdpa  # noqa: E402
 from tests.support.tiny_model import BENCH_SPEC, build_tiny_llama  # noqa: E402
 
 
@@ -149,6 +152,8 @@ def main() -> None:
         ).eval()
         for impl in ("sdpa", "eager")
     }
+    models["gqa"] = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    assert use_grouped_sdpa(models["gqa"], torch.device("cpu")), "no grouped KV heads to keep"
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     all_prompts = [list(tokenizer(p)["input_ids"]) for p in make_prompts(max(args.clients))]
     results: dict[str, dict[str, list[dict]]] = {}
@@ -185,7 +190,7 @@ def main() -> None:
             text += f", forward {fwd:.1%} of wall, {rest:.2f} ms/step outside it)"
             line.append(text)
         print(f"N={n}: " + "; ".join(line), flush=True)
-        for impl in ("", "-eager"):
+        for impl in ("", "-eager", "-gqa"):
             for threads in ("", "@1", "@2"):
                 engine, generate = (
                     per.get(f"engine{impl}{threads}"),

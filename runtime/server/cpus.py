@@ -1,17 +1,17 @@
 """How many CPU threads torch gets when ``--threads`` is not set.
 
-torch's own default is one OpenMP thread per core of the machine. In a container that is wrong
-twice: the container may run on fewer CPUs than the node has (its CPU set, or a cgroup CPU
-quota: a Pod's CPU limit), and the server's own asyncio thread (HTTP, JSON, tokenization, one
-wake-up per generated token) competes with the OpenMP threads for the same cores. An OpenMP
-parallel region waits at its barrier for every one of its threads, so when one of them is
-descheduled the whole step waits for a time slice: ``bench/README.md`` measured the engine 1.4x
-to 6x slower with 2 threads than with 1 on a 2-core machine under load. vLLM-CPU likewise binds
-one OpenMP thread per core it may use.
+torch's own default is one OpenMP thread per core of the machine. In a container that is wrong:
+the container may run on fewer CPUs than the node has (its CPU set, or a cgroup CPU quota: a
+Pod's CPU limit, which torch ignores), and OpenMP threads beyond the CPUs the process may use
+wait at every parallel region's barrier for a time slice.
 
-The default is therefore: the CPUs this process may use (``sched_getaffinity``, capped by the
-cgroup v2 ``cpu.max`` quota, rounded down), less one kept for the event loop when there are at
-least two. ``--threads`` overrides it.
+The default is therefore one thread per CPU this process may use (``sched_getaffinity``, capped
+by the cgroup v2 ``cpu.max`` quota, rounded down), as vLLM-CPU binds one OpenMP thread per core
+it may use. The server's asyncio thread (HTTP, JSON, one wake-up per step) is not given a CPU of
+its own: on a quiet 2-core machine it keeps a few percent of one core busy, and two torch threads
+served 1.3-1.6x the tokens/s of one (``bench/README.md``). On a node where other processes
+compete for the same cores, fewer threads than CPUs can be faster (one thread was 1.4x to 6x
+faster than two on the loaded 2-core machine): ``--threads`` sets the number.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ def usable_cpus(affinity: int, cpu_max: str | None) -> int:
 
 
 def default_threads(cpus: int) -> int:
-    """torch threads for ``cpus`` usable CPUs: one per CPU, less one for the event loop."""
-    return cpus - 1 if cpus >= 2 else 1
+    """torch threads for ``cpus`` usable CPUs: one per CPU, at least one."""
+    return max(1, cpus)
 
 
 def read_cpu_max(path: Path = CGROUP_CPU_MAX) -> str | None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from runtime.server.attention import use_grouped_sdpa
 from runtime.server.cpus import auto_threads
 from runtime.server.errors import ModelLoadError
 from runtime.server.planning import ModelLimits
@@ -158,7 +159,7 @@ def load_model(settings: Settings) -> LoadedModel:
         threads, why = settings.threads, "--threads"
     else:
         threads, cpus = auto_threads()
-        why = f"{cpus} usable CPU(s)" + (", one kept for the event loop" if cpus > 1 else "")
+        why = f"{cpus} usable CPU(s); --threads sets fewer"
     torch.set_num_threads(threads)
     log.info("torch CPU threads: %d (%s)", threads, why)
     device = resolve_device(settings.device)
@@ -208,6 +209,7 @@ def load_model(settings: Settings) -> LoadedModel:
     adapters = merge_adapters(model, settings)
     for line in adapters:
         log.info("adapter merged: %s", line)
+    use_grouped_sdpa(model, device)
 
     eos = _eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id

@@ -98,7 +98,7 @@ class Settings:
     threads: int | None = setting(
         None,
         "CPU threads of torch; default: one per CPU this process may use (its CPU set, capped "
-        "by a cgroup CPU limit), less one kept for the HTTP event loop when there are two or more",
+        "by a cgroup CPU limit); set fewer on a node where other processes share those CPUs",
         low=1,
         high=1024,
     )

@@ -29,8 +29,8 @@ def test_usable_cpus(affinity: int, cpu_max: str | None, cpus: int) -> None:
     assert usable_cpus(affinity, cpu_max) == cpus
 
 
-@pytest.mark.parametrize(("cpus", "threads"), [(1, 1), (2, 1), (3, 2), (16, 15)])
-def test_one_cpu_is_kept_for_the_event_loop(cpus: int, threads: int) -> None:
+@pytest.mark.parametrize(("cpus", "threads"), [(0, 1), (1, 1), (2, 2), (3, 3), (16, 16)])
+def test_one_thread_per_usable_cpu(cpus: int, threads: int) -> None:
     assert default_threads(cpus) == threads
 
 
