@@ -503,9 +503,16 @@ def test_the_reconciler_serves_a_workspace_with_its_service_accounts_token_alone
                     f"not Ready: {json.dumps(status, indent=1)}\n{reconciler.text()[-3000:]}"
                 ) from None
             assert ws["metadata"]["annotations"]["kaito.sh/runtime"] == "vllm"  # the webhook
-            claims = cp.kubectl_json("get", "nodeclaims", "-l", f"kaito.sh/workspace={name}")[
-                "items"
-            ]
+
+            # The cloud records the node on the claim after the reconciler may have used it.
+            def launched() -> list[dict[str, Any]]:
+                claims: list[dict[str, Any]] = cp.kubectl_json(
+                    "get", "nodeclaims", "-l", f"kaito.sh/workspace={name}"
+                )["items"]
+                done = all((c.get("status") or {}).get("nodeName") for c in claims)
+                return claims if done else []
+
+            claims = wait_until(launched, 30)
             assert len(claims) == 1
             assert ws["status"]["workerNodes"] == [claims[0]["status"]["nodeName"]]
             for kind in ("deployment", "service"):

@@ -223,6 +223,21 @@ def claims_of(cp: ControlPlane, namespace: str, name: str) -> list[dict[str, Any
     )
 
 
+def launched_claim(
+    cp: ControlPlane, namespace: str, name: str, timeout: float = 30
+) -> dict[str, Any]:
+    """The Workspace's one NodeClaim once the cloud has written its ``status.nodeName``. The
+    reconciler may use the claim's node (found by its labels) before the cloud records it on
+    the claim, as with Karpenter, so a Ready Workspace does not imply a claim status yet."""
+
+    def check() -> dict[str, Any] | None:
+        claims = claims_of(cp, namespace, name)
+        assert len(claims) <= 1, [c["metadata"]["name"] for c in claims]
+        return claims[0] if claims and (claims[0].get("status") or {}).get("nodeName") else None
+
+    return wait_until(check, timeout, f"the NodeClaim of {name} to record its node")
+
+
 def settle(seconds: float) -> None:
     """Let the system run; used only where a test checks that nothing happens."""
     time.sleep(seconds)

@@ -14,6 +14,7 @@ from tests.reconciler.helpers import (
     claims_of,
     get,
     items,
+    launched_claim,
     wait_condition,
     wait_ready,
 )
@@ -41,7 +42,7 @@ def test_a_cpu_workspace_runs_on_a_cpu_node_without_gpus(
     apply(crds, namespace, examples.CPU_VLLM)
     ws = wait_ready(crds, namespace, name)
 
-    (claim,) = claims_of(crds, namespace, name)
+    claim = launched_claim(crds, namespace, name)
     assert claim["spec"]["requirements"][0]["values"] == ["Standard_D8s_v5"]
     assert "taints" not in claim["spec"]
     assert claim["spec"]["resources"]["requests"] == {"memory": "16Gi"}

@@ -21,6 +21,7 @@ from tests.reconciler.helpers import (
     events,
     get,
     items,
+    launched_claim,
     settle,
     wait_condition,
     wait_ready,
@@ -45,9 +46,7 @@ def test_seed_example_becomes_ready(
     apply(crds, namespace, examples.SEEDS[example])
     ws = wait_ready(crds, namespace, NAME)
 
-    claims = claims_of(crds, namespace, NAME)
-    assert len(claims) == 1
-    claim = claims[0]
+    claim = launched_claim(crds, namespace, NAME)
     itype = "Standard_NC6s_v3" if example == "falcon-vllm" else "Standard_NC12s_v3"
     assert claim["spec"]["requirements"][0] == {
         "key": "node.kubernetes.io/instance-type",
