@@ -512,7 +512,7 @@ def test_the_reconciler_serves_a_workspace_with_its_service_accounts_token_alone
                 done = all((c.get("status") or {}).get("nodeName") for c in claims)
                 return claims if done else []
 
-            claims = wait_until(launched, 30)
+            claims = wait_until(launched, 30, f"the NodeClaim of {name} to record its node")
             assert len(claims) == 1
             assert ws["status"]["workerNodes"] == [claims[0]["status"]["nodeName"]]
             for kind in ("deployment", "service"):
