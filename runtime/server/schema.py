@@ -14,6 +14,7 @@ Nothing here knows about HTTP or torch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -97,26 +98,30 @@ def _split(tp: Any) -> tuple[Any, Field | None]:
     return tp, None
 
 
-def _fields(record: Any) -> list[tuple[str, Any, bool]]:
-    """(name, annotated type, required) of a dataclass or TypedDict, in declaration order."""
+@functools.cache
+def _fields(record: Any) -> tuple[tuple[str, Any, bool], ...]:
+    """(name, annotated type, required) of a dataclass or TypedDict, in declaration order.
+
+    Cached: resolving the hints is most of the cost of building a request (measured: 3% of a
+    loaded server's samples before)."""
     hints = get_type_hints(record, include_extras=True)
     if dataclasses.is_dataclass(record):
         out = []
         for f in dataclasses.fields(record):
             required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
             out.append((f.name, hints[f.name], required))
-        return out
+        return tuple(out)
     # Python 3.11 counts a ``NotRequired`` key of a module with postponed annotations as
     # required in ``__required_keys__``; the resolved hint still says NotRequired.
     required_keys = record.__required_keys__
-    return [
+    return tuple(
         (
             name,
             hints[name],
             name in required_keys and get_origin(hints[name]) is not typing.NotRequired,
         )
         for name in hints
-    ]
+    )
 
 
 def type_schema(tp: Any, defs: dict[str, dict[str, Any]]) -> dict[str, Any]:
