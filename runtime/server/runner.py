@@ -3,6 +3,11 @@
 ``Generation`` submits one or more planned jobs and yields their events on the event loop. When
 the consumer stops early (a client disconnects, a stop string is found, an error), the
 unfinished jobs are cancelled so that their rows leave the batch at the next step.
+
+A consumer that only needs the end of each row (a non-streaming answer without stop strings)
+asks for ``whole_rows``: the engine thread then keeps a job's tokens until a row finishes and
+wakes the event loop once per row instead of once per token. Under load that is most of the
+event loop's work and of its contention with the engine thread for the GIL (``bench/README.md``).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Callable, Sequence
 
-from runtime.server.engine import Engine, ErrorEvent, Event, FinishEvent, Job
+from runtime.server.engine import Engine, ErrorEvent, Event, FinishEvent, Job, TokenEvent
 from runtime.server.errors import EngineError
 from runtime.server.planning import Plan
 
@@ -26,8 +31,11 @@ class Generation:
         engine: Engine,
         plans: Sequence[Plan],
         is_disconnected: Callable[[], bool] | None = None,
+        *,
+        whole_rows: bool = False,
     ) -> None:
         self._engine = engine
+        self._whole_rows = whole_rows
         self._plans = list(plans)
         self._is_disconnected = is_disconnected
         self._queue: asyncio.Queue[tuple[int, list[Event]]] = asyncio.Queue()
@@ -48,12 +56,23 @@ class Generation:
             raise
 
     def _sink(self, loop: asyncio.AbstractEventLoop, index: int) -> Callable[[list[Event]], None]:
-        def sink(events: list[Event]) -> None:
+        def deliver(events: list[Event]) -> None:
             # A closed loop (RuntimeError) means nobody is listening any more.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._queue.put_nowait, (index, events))
 
-        return sink
+        if not self._whole_rows:
+            return deliver
+        held: list[Event] = []  # only the engine thread that runs the job touches it
+
+        def hold_tokens(events: list[Event]) -> None:
+            held.extend(events)
+            if not all(isinstance(event, TokenEvent) for event in events):
+                ready = held.copy()
+                held.clear()
+                deliver(ready)
+
+        return hold_tokens
 
     def cancel(self, index: int) -> None:
         """Stop job ``index`` (its remaining rows end with ``abort``)."""

@@ -160,7 +160,7 @@ class ChatService:
             prompt_field=prompt_field,
         )
         rows = [[_Row() for _ in range(plan.n)]]
-        generation = Generation(self.engine, [plan], is_disconnected)
+        generation = Generation(self.engine, [plan], is_disconnected, whole_rows=True)
         generation.start()
         try:
             await _collect(generation, rows)
@@ -316,7 +316,12 @@ class OpenAIService:
         usage_prompt = sum(len(ids) for ids, _ in prompts)
         request_id = f"cmpl-{uuid.uuid4().hex}"
         created = int(time.time())
-        generation = Generation(self.engine, plans, None if req.stream else is_disconnected)
+        generation = Generation(
+            self.engine,
+            plans,
+            None if req.stream else is_disconnected,
+            whole_rows=not req.stream and not stops,
+        )
         generation.start()
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -418,12 +423,16 @@ class OpenAIService:
         plan = plan_openai(
             _openai_sampling(req, max_tokens), ids, self.limits, prompt_field="messages"
         )
-        choices = [
-            [_Choice(j, TextStream(self.tok.decode, _stops(req.stop))) for j in range(req.n)]
-        ]
+        stops = _stops(req.stop)
+        choices = [[_Choice(j, TextStream(self.tok.decode, stops)) for j in range(req.n)]]
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
-        generation = Generation(self.engine, [plan], None if req.stream else is_disconnected)
+        generation = Generation(
+            self.engine,
+            [plan],
+            None if req.stream else is_disconnected,
+            whole_rows=not req.stream and not stops,
+        )
         generation.start()
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
