@@ -355,6 +355,10 @@ class Engine:
                     "running batch to finish (static batching)",
                     type(cache).__name__,
                 )
+        if self._can_merge and self._device.type == "cpu":
+            from runtime.server.kvcache import grow_in_steps  # noqa: PLC0415 (slow import)
+
+            grow_in_steps(cache)
         batch = _Batch(
             rows=rows,
             cache=cache,
@@ -403,7 +407,7 @@ class Engine:
         if any(r.pre for r in rows):
             scores = run_row_processors([r.pre for r in rows], [r.history() for r in rows], scores)
         scores = sampler.openai_penalties(scores)
-        tokens = scores.argmax(dim=-1)
+        tokens = scores.max(dim=-1).indices  # argmax's first-index ties, about twice as fast
         if not bool(sampler.greedy.all()):
             warped = sampler.warp(scores)
             if any(r.post for r in rows):

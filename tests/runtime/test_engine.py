@@ -269,3 +269,60 @@ def test_queue_bound_refuses_with_overloaded(loaded_tiny: LoadedModel) -> None:
         assert queued.reasons == ["length"]
     finally:
         eng.shutdown()
+
+
+def test_long_generations_equal_lone_generate_across_cache_regrowths(
+    loaded_tiny: LoadedModel, engine: Engine
+) -> None:
+    """Rows that outlive several of the CPU cache's regrowths (``kvcache.HEADROOM`` columns at a
+    time), joining and leaving a running batch, still generate what a lone ``generate`` does."""
+    prompts = [encode(loaded_tiny, p) for p in PROMPTS[:4]]
+    lengths = [150, 40, 150, 90]
+    refs = [
+        reference(loaded_tiny, p, do_sample=False, max_new_tokens=n, min_new_tokens=n)
+        for p, n in zip(prompts, lengths, strict=True)
+    ]
+    sinks = [Collector() for _ in prompts]
+    for i, (p, n, sink) in enumerate(zip(prompts, lengths, sinks, strict=True)):
+        engine.submit(p, greedy(n, loaded_tiny.limits.eos_token_ids, min_new_tokens=n), 1, sink)
+        if i:
+            sinks[0].wait_for(lambda i=i: len(sinks[0].tokens[0]) >= 25 * i, f"step {25 * i}")
+    for sink in sinks:
+        sink.wait()
+    assert [s.tokens[0] for s in sinks] == refs
+
+
+def test_min_new_tokens_blocks_each_rows_own_eos_ids(
+    loaded_tiny: LoadedModel, engine: Engine
+) -> None:
+    """The tokens a row would choose first serve as its EOS ids: rows with a minimum must not
+    end before it, rows without one end at once, as with ``generate``."""
+    prompts = [encode(loaded_tiny, p) for p in PROMPTS[:4]]
+    firsts = [reference(loaded_tiny, p, do_sample=False, max_new_tokens=3) for p in prompts]
+    cases = []
+    for i, (p, first) in enumerate(zip(prompts, firsts, strict=True)):
+        eos = (first[0], first[1], loaded_tiny.limits.eos_token_ids[0])
+        minimum = 6 if i % 2 == 0 else 0
+        kwargs = {"eos_token_id": list(eos), "max_new_tokens": 10, "min_new_tokens": minimum}
+        ids = torch.tensor([p])
+        with torch.inference_mode():
+            out = loaded_tiny.model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                pad_token_id=loaded_tiny.limits.pad_token_id,
+                do_sample=False,
+                **kwargs,
+            )
+        ref = out[0, len(p) :].tolist()
+        end = next((k + 1 for k, t in enumerate(ref) if t in eos), len(ref))
+        cases.append((p, eos, minimum, ref[:end]))
+    sinks = [Collector() for _ in cases]
+    for (p, eos, minimum, _), sink in zip(cases, sinks, strict=True):
+        engine.submit(p, greedy(10, eos, min_new_tokens=minimum), 1, sink)
+    for sink in sinks:
+        sink.wait()
+    for (_, _, minimum, ref), sink in zip(cases, sinks, strict=True):
+        assert sink.tokens[0] == ref
+        assert len(ref) >= max(minimum, 1)
+    assert len(sinks[1].tokens[0]) == 1  # no minimum: it ends with its first token
+    assert len(sinks[0].tokens[0]) >= 6
