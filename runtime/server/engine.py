@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 import torch
 
+from runtime.server import prefill
 from runtime.server.errors import OverloadedError
 from runtime.server.logits import BatchSampler, build_row_processors, run_row_processors
 from runtime.server.sampling import BeamParams, SamplingParams
@@ -269,7 +270,7 @@ class Engine:
                 try:
                     self._drop_cancelled()
                     if newcomers:
-                        self._prefill(newcomers)
+                        newcomers = self._prefill_grouped(newcomers)
                     if self._batch is not None:
                         self._step()
                 except Exception as exc:  # the engine must survive a failed step
@@ -321,6 +322,28 @@ class Engine:
             rows.append(_Row(job, i, job.params, job.prompt, [], pre, post, generator))
         job.open_rows = job.n
         return rows
+
+    def _prefill_grouped(self, jobs: list[Job]) -> list[Job]:
+        """Prefill in groups of similar prompt lengths (``prefill.groups``), merged one by one;
+        the jobs started.
+
+        The first prefill of all decides whether this model's caches merge at all; if they do
+        not, the jobs of the other groups go back to the head of the queue (static batching)."""
+        if self._can_merge is False:
+            self._prefill(jobs)
+            return jobs
+        lengths = [(job.n, len(job.prompt)) for job in jobs]
+        groups = [[jobs[i] for i in group] for group in prefill.groups(lengths)]
+        for index, group in enumerate(groups):
+            if index and not self._can_merge:  # decided by the first group's prefill
+                rest = [job for later in groups[index:] for job in later]
+                with self._cv:
+                    self._waiting.extendleft(reversed(rest))
+                    self._running_rows -= sum(job.n for job in rest)
+                    self._report_queue()
+                return [job for earlier in groups[:index] for job in earlier]
+            self._prefill(group)
+        return jobs
 
     def _prefill(self, jobs: list[Job]) -> None:
         now = time.monotonic()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -326,3 +327,76 @@ def test_min_new_tokens_blocks_each_rows_own_eos_ids(
         assert len(ref) >= max(minimum, 1)
     assert len(sinks[1].tokens[0]) == 1  # no minimum: it ends with its first token
     assert len(sinks[0].tokens[0]) >= 6
+
+
+def test_a_cache_that_cannot_merge_runs_the_other_prefill_groups_after_the_first() -> None:
+    """Sliding-window caches do not merge (static batching). Requests submitted together fall
+    into two prefill groups by length (``prefill.groups``); the first prefill finds out that
+    caches do not merge, so the second group waits for the first batch to finish, and every row
+    still generates what a lone ``generate`` does."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    config = MistralConfig(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        sliding_window=8,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+    )
+    model = MistralForCausalLM(config).eval()
+    generator = torch.Generator().manual_seed(1)
+    prompts = [
+        torch.randint(3, 128, (length,), generator=generator).tolist() for length in (2, 3, 60, 62)
+    ]
+    refs = []
+    for p in prompts:
+        ids = torch.tensor([p])
+        with torch.inference_mode():
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=False,
+                max_new_tokens=6,
+                min_new_tokens=6,
+                pad_token_id=0,
+                eos_token_id=1,
+            )
+        refs.append(out[0, len(p) :].tolist())
+    engine = Engine(
+        model,
+        vocab_size=128,
+        pad_token_id=0,
+        device=torch.device("cpu"),
+        max_num_seqs=8,
+        max_queued_requests=8,
+        max_prefill_tokens=4096,
+        retry_after=1,
+        seed=0,
+    )
+    times: dict[int, list[float]] = {i: [] for i in range(len(prompts))}
+
+    def timed(index: int, sink: Collector) -> Callable[[list[Event]], None]:
+        def call(events: list[Event]) -> None:
+            times[index].append(time.monotonic())
+            sink(events)
+
+        return call
+
+    sinks = [Collector() for _ in prompts]
+    with engine._cv:  # all four are admitted together, at the engine's first wake-up
+        for i, (p, sink) in enumerate(zip(prompts, sinks, strict=True)):
+            engine.submit(p, greedy(6, (1,), min_new_tokens=6), 1, timed(i, sink))
+        engine.start()
+    try:
+        for sink in sinks:
+            sink.wait()
+    finally:
+        engine.shutdown()
+    assert [s.tokens[0] for s in sinks] == refs
+    assert max(times[0][-1], times[1][-1]) < min(times[2][0], times[3][0])
