@@ -31,7 +31,12 @@ import torch
 
 from runtime.server import prefill
 from runtime.server.errors import OverloadedError
-from runtime.server.logits import BatchSampler, build_row_processors, run_row_processors
+from runtime.server.logits import (
+    BatchSampler,
+    build_row_processors,
+    greedy_tokens,
+    run_row_processors,
+)
 from runtime.server.sampling import BeamParams, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -430,7 +435,7 @@ class Engine:
         if any(r.pre for r in rows):
             scores = run_row_processors([r.pre for r in rows], [r.history() for r in rows], scores)
         scores = sampler.openai_penalties(scores)
-        tokens = scores.max(dim=-1).indices  # argmax's first-index ties, about twice as fast
+        tokens = greedy_tokens(scores)
         if not bool(sampler.greedy.all()):
             warped = sampler.warp(scores)
             if any(r.post for r in rows):
