@@ -26,7 +26,8 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from runtime.server.engine import Engine, Event, FinishEvent, TokenEvent
+    from runtime.server.engine import Engine
+    from runtime.server.jobs import Event, FinishEvent, TokenEvent
     from runtime.server.sampling import SamplingParams
 
     parser = argparse.ArgumentParser(description=__doc__)

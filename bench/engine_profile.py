@@ -68,7 +68,8 @@ class _ForwardClock:
 def run_engine(model: Any, pad: int, eos: int, prompts: list[list[int]], tokens: int) -> dict:
     import torch
 
-    from runtime.server.engine import Engine, Event, FinishEvent
+    from runtime.server.engine import Engine
+    from runtime.server.jobs import Event, FinishEvent
     from runtime.server.sampling import SamplingParams
 
     clock = _ForwardClock(model)

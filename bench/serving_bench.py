@@ -501,7 +501,7 @@ def main() -> None:
         "--server-arg",
         action="append",
         default=[],
-        help="extra flag for (a), e.g. --server-arg=--batch-wait-ms=5",
+        help="extra flag for (a), e.g. --server-arg=--max-num-seqs=64",
     )
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--skip-offline", action="store_true", help="no (c)")

@@ -2,9 +2,9 @@
 
 ``create_app(settings)`` builds the app and does nothing else. When the app starts, the model
 loads on a background thread (``/health`` answers 503 meanwhile), then the engine starts and the
-endpoints serve. Handlers parse the body, call a service (``serving.py``) and map the result;
-errors become ``{"detail": ...}`` on ``/chat`` and the probes, OpenAI's ``{"error": {...}}`` on
-``/v1``.
+endpoints serve. Handlers parse the body, call a service (``chat_service``, ``openai_service``)
+and map the result; errors become ``{"detail": ...}`` on ``/chat`` and the probes, OpenAI's
+``{"error": {...}}`` on ``/v1``.
 """
 
 from __future__ import annotations
@@ -21,15 +21,17 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from runtime.server.chat_service import ChatService
 from runtime.server.engine import Engine
 from runtime.server.errors import EngineError, NotReadyError, RequestError
 from runtime.server.loader import LoadedModel, load_model
 from runtime.server.metrics import CONTENT_TYPE, Metrics
+from runtime.server.openai_service import OpenAIService
 from runtime.server.openapi import ROUTES, build_openapi, server_limits
 from runtime.server.protocol import ChatCompletionRequest, ChatRequest, CompletionRequest
 from runtime.server.schema import Parser
-from runtime.server.serving import ChatService, OpenAIService, Tokenizing
 from runtime.server.settings import Settings
+from runtime.server.tokenizing import Tokenizing
 
 log = logging.getLogger(__name__)
 

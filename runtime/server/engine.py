@@ -13,6 +13,9 @@ requests run as one ``model.generate`` call on a second worker thread, next to t
 
 The engine knows nothing about HTTP. ``submit`` is thread-safe; results go to the caller's
 ``sink`` (called on the engine thread, once per step per request, with a list of events).
+Around it: ``jobs`` (what goes in and out), ``batch`` (the running batch's tensors and how rows
+join and leave), ``prefill`` (which newcomers are prefilled together), ``kvcache`` (the CPU's
+growing cache), ``logits`` (per-row sampling) and ``beams`` (beam search).
 """
 
 from __future__ import annotations
@@ -23,14 +26,25 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from runtime.server import prefill
+from runtime.server.batch import Batch, Row, append, row_done, select, trim
+from runtime.server.beams import beam_search
 from runtime.server.errors import OverloadedError
+from runtime.server.jobs import (
+    EngineObserver,
+    ErrorEvent,
+    Event,
+    FinishEvent,
+    Job,
+    NullObserver,
+    Sink,
+    TokenEvent,
+)
 from runtime.server.logits import (
     BatchSampler,
     build_row_processors,
@@ -40,110 +54,6 @@ from runtime.server.logits import (
 from runtime.server.sampling import BeamParams, SamplingParams
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TokenEvent:
-    """Row ``index`` of a request produced ``token``."""
-
-    index: int
-    token: int
-
-
-@dataclass(frozen=True)
-class FinishEvent:
-    """Row ``index`` is done: ``reason`` is ``stop`` (EOS), ``length`` or ``abort``."""
-
-    index: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class ErrorEvent:
-    """Generation failed for the whole request."""
-
-    message: str
-
-
-Event = TokenEvent | FinishEvent | ErrorEvent
-Sink = Callable[[list[Event]], None]
-
-
-class EngineObserver(Protocol):
-    """What the engine reports (the metrics implement it)."""
-
-    def queue_changed(self, waiting: int, running: int) -> None: ...
-
-    def request_admitted(self, queued_seconds: float, prompt_tokens: int) -> None: ...
-
-    def first_token(self, seconds: float) -> None: ...
-
-    def step_done(self, rows: int, new_tokens: int, seconds: float) -> None: ...
-
-    def request_done(self, seconds: float, generated_tokens: int) -> None: ...
-
-
-class _NullObserver:
-    def queue_changed(self, waiting: int, running: int) -> None:
-        pass
-
-    def request_admitted(self, queued_seconds: float, prompt_tokens: int) -> None:
-        pass
-
-    def first_token(self, seconds: float) -> None:
-        pass
-
-    def step_done(self, rows: int, new_tokens: int, seconds: float) -> None:
-        pass
-
-    def request_done(self, seconds: float, generated_tokens: int) -> None:
-        pass
-
-
-@dataclass(eq=False)
-class Job:
-    """One submitted request: ``n`` rows generated from the same prompt."""
-
-    id: int
-    prompt: tuple[int, ...]
-    params: SamplingParams | BeamParams
-    n: int
-    sink: Sink
-    submitted: float = field(default_factory=time.monotonic)
-    cancelled: bool = False
-    first_token_at: float | None = None
-    open_rows: int = 0
-    generated: int = 0
-
-    @property
-    def rows(self) -> int:
-        """Rows of the batch this job occupies."""
-        return self.n if isinstance(self.params, SamplingParams) else 0
-
-
-@dataclass(eq=False)
-class _Row:
-    job: Job
-    index: int
-    params: SamplingParams
-    prompt: tuple[int, ...]
-    generated: list[int]
-    pre: list[Any]
-    post: list[Any]
-    generator: torch.Generator | None
-
-    def history(self) -> list[int]:
-        return [*self.prompt, *self.generated]
-
-
-@dataclass(eq=False)
-class _Batch:
-    rows: list[_Row]
-    cache: Any  # transformers Cache
-    mask: torch.Tensor  # [B, L] long: 1 where the cache holds a real token
-    positions: torch.Tensor  # [B] long: position id of the next input token
-    next_tokens: torch.Tensor  # [B] long: last chosen token, not yet in the cache
-    sampler: BatchSampler
 
 
 class Engine:
@@ -171,7 +81,7 @@ class Engine:
         self._max_queued = max_queued_requests
         self._max_prefill = max_prefill_tokens
         self._retry_after = retry_after
-        self._observer: EngineObserver = observer or _NullObserver()
+        self._observer: EngineObserver = observer or NullObserver()
         self._generator = torch.Generator(device=device)
         if seed is not None:
             self._generator.manual_seed(seed)
@@ -182,7 +92,7 @@ class Engine:
         self._waiting: deque[Job] = deque()
         self._beams: queue.Queue[Job | None] = queue.Queue()
         self._beams_pending = 0
-        self._batch: _Batch | None = None
+        self._batch: Batch | None = None
         self._running_rows = 0
         self._stopping = False
         self._can_merge: bool | None = None  # decided at the first prefill
@@ -311,7 +221,7 @@ class Engine:
     def _finish_job_unstarted(self, job: Job) -> None:
         job.sink([FinishEvent(i, "abort") for i in range(job.n)])
 
-    def _rows_for(self, job: Job) -> list[_Row]:
+    def _rows_for(self, job: Job) -> list[Row]:
         assert isinstance(job.params, SamplingParams)
         rows = []
         for i in range(job.n):
@@ -324,7 +234,7 @@ class Engine:
                 if job.params.needs_row_processors()
                 else ([], [])
             )
-            rows.append(_Row(job, i, job.params, job.prompt, [], pre, post, generator))
+            rows.append(Row(job, i, job.params, job.prompt, [], pre, post, generator))
         job.open_rows = job.n
         return rows
 
@@ -387,7 +297,7 @@ class Engine:
             from runtime.server.kvcache import grow_in_steps  # noqa: PLC0415 (slow import)
 
             grow_in_steps(cache)
-        batch = _Batch(
+        batch = Batch(
             rows=rows,
             cache=cache,
             mask=mask,
@@ -398,7 +308,7 @@ class Engine:
         self._choose_and_emit(batch, out.logits[:, -1, :].to(self._device, torch.float32), started)
         self._merge(batch)
 
-    def _sampler(self, rows: Sequence[_Row]) -> BatchSampler:
+    def _sampler(self, rows: Sequence[Row]) -> BatchSampler:
         return BatchSampler.build(
             [r.params for r in rows],
             [r.prompt for r in rows],
@@ -427,7 +337,7 @@ class Engine:
         self._choose_and_emit(batch, out.logits[:, -1, :].to(self._device, torch.float32), started)
         self._compact()
 
-    def _choose_and_emit(self, batch: _Batch, logits: torch.Tensor, started: float) -> None:
+    def _choose_and_emit(self, batch: Batch, logits: torch.Tensor, started: float) -> None:
         rows = batch.rows
         sampler = batch.sampler
         generated = torch.tensor([len(r.generated) for r in rows], device=self._device)
@@ -474,91 +384,44 @@ class Engine:
 
     # ---- batch bookkeeping -----------------------------------------------------------------
 
-    def _merge(self, fresh: _Batch) -> None:
+    def _merge(self, fresh: Batch) -> None:
         """Add freshly prefilled rows to the running batch (left-padding the shorter cache)."""
         new = self._without_finished(fresh)
         if new is None:
             return
-        old = self._batch
-        if old is None:
+        if self._batch is None:
             self._batch = new
             return
-        width = max(old.mask.shape[1], new.mask.shape[1])
+        append(self._batch, new)
+        self._batch.sampler = self._sampler(self._batch.rows)
 
-        def pad(t: torch.Tensor, dim: int) -> torch.Tensor:
-            missing = width - t.shape[dim]
-            if missing == 0:
-                return t
-            shape = list(t.shape)
-            shape[dim] = missing
-            return torch.cat([t.new_zeros(shape), t], dim=dim)
-
-        for old_layer, new_layer in zip(old.cache.layers, new.cache.layers, strict=True):
-            old_layer.keys = torch.cat([pad(old_layer.keys, 2), pad(new_layer.keys, 2)], dim=0)
-            old_layer.values = torch.cat(
-                [pad(old_layer.values, 2), pad(new_layer.values, 2)], dim=0
-            )
-        old.mask = torch.cat([pad(old.mask, 1), pad(new.mask, 1)], dim=0)
-        old.positions = torch.cat([old.positions, new.positions])
-        old.next_tokens = torch.cat([old.next_tokens, new.next_tokens])
-        old.rows = old.rows + new.rows
-        old.sampler = self._sampler(old.rows)
-
-    def _without_finished(self, batch: _Batch) -> _Batch | None:
+    def _without_finished(self, batch: Batch) -> Batch | None:
         keep = [
-            i
-            for i, row in enumerate(batch.rows)
-            if not row.job.cancelled and not self._row_done(row)
+            i for i, row in enumerate(batch.rows) if not row.job.cancelled and not row_done(row)
         ]
         self._release_rows(batch.rows, keep)
         if not keep:
             return None
         if len(keep) == len(batch.rows):
             return batch
-        index = torch.tensor(keep, dtype=torch.long, device=self._device)
-        batch.cache.batch_select_indices(index)
-        batch.mask = batch.mask[index]
-        batch.positions = batch.positions[index]
-        batch.next_tokens = batch.next_tokens[index]
-        batch.rows = [batch.rows[i] for i in keep]
+        select(batch, keep)
         if self._can_merge:
-            self._trim(batch)
+            trim(batch)
         batch.sampler = self._sampler(batch.rows)
         return batch
 
-    @staticmethod
-    def _row_done(row: _Row) -> bool:
-        if not row.generated:
-            return False
-        last = row.generated[-1]
-        if last in row.params.eos_token_ids:
-            return True
-        return len(row.generated) >= row.params.max_new_tokens
-
-    def _release_rows(self, rows: list[_Row], keep: list[int]) -> None:
+    def _release_rows(self, rows: list[Row], keep: list[int]) -> None:
         kept = set(keep)
         gone = [row for i, row in enumerate(rows) if i not in kept]
         if not gone:
             return
         for row in gone:
-            if row.job.cancelled and not self._row_done(row):
+            if row.job.cancelled and not row_done(row):
                 row.job.open_rows -= 1
                 row.job.sink([FinishEvent(row.index, "abort")])
         with self._cv:
             self._running_rows -= len(gone)
             self._report_queue()
-
-    @staticmethod
-    def _trim(batch: _Batch) -> None:
-        """Drop leading cache columns that no row uses any more."""
-        used = batch.mask.any(dim=0).nonzero()
-        start = int(used[0]) if len(used) else batch.mask.shape[1]
-        if start == 0:
-            return
-        for layer in batch.cache.layers:
-            layer.keys = layer.keys[:, :, start:]
-            layer.values = layer.values[:, :, start:]
-        batch.mask = batch.mask[:, start:]
 
     def _compact(self) -> None:
         if self._batch is not None:
@@ -603,50 +466,13 @@ class Engine:
                     self._finish_job_unstarted(job)
                     continue
                 try:
-                    self._beam_search(job)
+                    beam_search(
+                        self._model,
+                        job,
+                        device=self._device,
+                        pad_token_id=self._pad,
+                        observer=self._observer,
+                    )
                 except Exception as exc:
                     log.exception("beam search failed")
                     job.sink([ErrorEvent(f"generation failed: {exc}")])
-
-    def _beam_search(self, job: Job) -> None:
-        from transformers import StoppingCriteria, StoppingCriteriaList  # noqa: PLC0415
-
-        assert isinstance(job.params, BeamParams)
-
-        class _Cancelled(StoppingCriteria):
-            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kw: Any) -> Any:
-                return torch.full(
-                    (input_ids.shape[0],), job.cancelled, dtype=torch.bool, device=input_ids.device
-                )
-
-        started = time.monotonic()
-        self._observer.request_admitted(started - job.submitted, len(job.prompt))
-        ids = torch.tensor([job.prompt], dtype=torch.long, device=self._device)
-        out = self._model.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            stopping_criteria=StoppingCriteriaList([_Cancelled()]),
-            **job.params.kwargs(),
-        )
-        now = time.monotonic()
-        self._observer.first_token(now - job.submitted)
-        events: list[Event] = []
-        kwargs = job.params.kwargs()
-        pad = kwargs.get("pad_token_id", self._pad)
-        eos = kwargs.get("eos_token_id")
-        eos_ids = set(eos) if isinstance(eos, list) else {eos}
-        for index, generated in enumerate(out[:, len(job.prompt) :].tolist()):
-            ended = any(t in eos_ids for t in generated)
-            sequence = list(generated)
-            if ended:  # beams that end early are padded after their EOS
-                sequence = sequence[: next(i for i, t in enumerate(sequence) if t in eos_ids) + 1]
-            else:
-                while sequence and sequence[-1] == pad:
-                    sequence.pop()
-            events.extend(TokenEvent(index, t) for t in sequence)
-            job.generated += len(sequence)
-            reason = "abort" if job.cancelled else "stop" if ended else "length"
-            events.append(FinishEvent(index, reason))
-        self._observer.step_done(job.n, job.generated, now - started)
-        self._observer.request_done(now - job.submitted, job.generated)
-        job.sink(events)

@@ -357,7 +357,7 @@ class CompletionRequest:
     prompt: Annotated[
         NonEmptyText | list[NonEmptyText] | list[TokenId] | list[TokenIds],
         # One bound for every branch: a token-id prompt is as long as the context allows (checked
-        # in planning); the number of prompts in a batch is capped by MAX_PROMPTS in serving.
+        # in planning); the number of prompts in a batch is capped by MAX_PROMPTS in openai_service.
         Field("text(s) or token ids to continue", min_items=1, max_items=10_000_000),
     ]
     model: Annotated[str | None, Field("the served model name (see /v1/models)")] = None

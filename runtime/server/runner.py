@@ -16,11 +16,13 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Callable, Sequence
 
-from runtime.server.engine import Engine, ErrorEvent, Event, FinishEvent, Job, TokenEvent
+from runtime.server.engine import Engine
 from runtime.server.errors import EngineError
+from runtime.server.jobs import ErrorEvent, Event, FinishEvent, Job, TokenEvent
 from runtime.server.planning import Plan
 
 DISCONNECT_POLL_SECONDS = 0.5
+IsDisconnected = Callable[[], bool]  # whether the client has gone away
 
 
 class Generation:
@@ -30,7 +32,7 @@ class Generation:
         self,
         engine: Engine,
         plans: Sequence[Plan],
-        is_disconnected: Callable[[], bool] | None = None,
+        is_disconnected: IsDisconnected | None = None,
         *,
         whole_rows: bool = False,
     ) -> None:

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import torch
 
-from runtime.server.engine import Engine, ErrorEvent, Event, FinishEvent, TokenEvent
+from runtime.server.engine import Engine
 from runtime.server.errors import OverloadedError
+from runtime.server.jobs import ErrorEvent, Event, FinishEvent, TokenEvent
 from runtime.server.loader import LoadedModel
 from runtime.server.sampling import BeamParams, SamplingParams
 

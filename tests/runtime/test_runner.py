@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from runtime.server.engine import Engine, Event, FinishEvent, TokenEvent
+from runtime.server.engine import Engine
+from runtime.server.jobs import Event, FinishEvent, TokenEvent
 from runtime.server.loader import LoadedModel
 from runtime.server.planning import Plan
 from runtime.server.runner import Generation

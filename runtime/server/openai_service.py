@@ -1,9 +1,7 @@
-"""What the endpoints do, without HTTP: parse results in, response objects (or chunks) out.
+"""The OpenAI endpoints without HTTP: parse results in, response objects (or chunks) out.
 
-``ChatService`` is KAITO's ``/chat`` with the text-generation pipeline's semantics (prefix,
-``return_full_text``, decoding); ``OpenAIService`` is ``/v1/models``, ``/v1/completions`` and
-``/v1/chat/completions``, streamed or not. Both plan with ``planning.py`` and generate through
-``runner.Generation``.
+``OpenAIService`` is ``/v1/models``, ``/v1/completions`` and ``/v1/chat/completions``, streamed
+or not, planned with ``planning.py`` and generated through ``runner.Generation``.
 """
 
 from __future__ import annotations
@@ -11,176 +9,30 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from runtime.server.detok import TextStream
-from runtime.server.engine import Engine, FinishEvent, TokenEvent
+from runtime.server.engine import Engine
 from runtime.server.errors import ModelNotFoundError, RequestError
+from runtime.server.jobs import FinishEvent, TokenEvent
 from runtime.server.metrics import Metrics
-from runtime.server.planning import ModelLimits, OpenAISampling, Plan, plan_chat, plan_openai
+from runtime.server.planning import ModelLimits, OpenAISampling, Plan, plan_openai
 from runtime.server.protocol import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
-    ChatMessage,
-    ChatRequest,
-    ChatResponse,
     Completion,
     CompletionRequest,
     ModelList,
     Usage,
 )
-from runtime.server.runner import Generation
+from runtime.server.runner import Generation, IsDisconnected
+from runtime.server.tokenizing import Tokenizing
 
-IsDisconnected = Callable[[], bool]
-LONG_TEXT = 20_000  # characters beyond which tokenizing runs off the event loop
 MAX_PROMPTS = 64  # prompts in one /v1/completions request (a batch of texts or token lists)
-
-
-class Tokenizing:
-    """The tokenizer calls of the services (encoding, chat templates, decoding)."""
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-
-    async def encode(self, text: str, *, special: bool = True) -> list[int]:
-        if len(text) > LONG_TEXT:
-            return await asyncio.get_running_loop().run_in_executor(
-                None, self._encode, text, special
-            )
-        return self._encode(text, special)
-
-    def _encode(self, text: str, special: bool) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
-
-    def render_chat(
-        self, messages: Sequence[ChatMessage], *, field_name: str, pipeline_style: bool
-    ) -> list[int]:
-        """Apply the chat template; ``pipeline_style`` continues a final assistant message."""
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise RequestError(
-                "this model has no chat template; send a prompt instead, or start the server "
-                "with --chat-template",
-                field=field_name,
-            )
-        conversation = [
-            {"role": m.role, "content": _content_text(m, f"{field_name}[{i}].content")}
-            for i, m in enumerate(messages)
-        ]
-        continue_final = pipeline_style and messages[-1].role == "assistant"
-        try:
-            encoded = self.tokenizer.apply_chat_template(
-                conversation,
-                add_generation_prompt=not continue_final,
-                continue_final_message=continue_final,
-                tokenize=True,
-            )
-        except Exception as exc:  # jinja2 TemplateError and friends: the messages don't fit
-            raise RequestError(
-                f"the model's chat template refused these messages: {exc}", field=field_name
-            ) from exc
-        ids = (
-            encoded["input_ids"]
-            if isinstance(encoded, dict) or hasattr(encoded, "keys")
-            else encoded
-        )
-        return [int(t) for t in ids]
-
-    def decode(self, ids: Sequence[int], *, clean_up: bool = False) -> str:
-        text: str = self.tokenizer.decode(
-            list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=clean_up
-        )
-        return text
-
-
-def _content_text(message: ChatMessage, field_name: str) -> str:
-    if message.content is None:
-        return ""
-    if isinstance(message.content, str):
-        return message.content
-    return "\n".join(part.text for part in message.content)
-
-
-@dataclass
-class _Row:
-    tokens: list[int] = field(default_factory=list)
-    reason: str | None = None
-
-
-async def _collect(generation: Generation, rows: list[list[_Row]]) -> None:
-    async with aclosing(generation.events()) as events:
-        async for job, batch in events:
-            for event in batch:
-                if isinstance(event, TokenEvent):
-                    rows[job][event.index].tokens.append(event.token)
-                elif isinstance(event, FinishEvent):
-                    rows[job][event.index].reason = event.reason
-
-
-class ChatService:
-    """``POST /chat``: KAITO's transformers API."""
-
-    def __init__(
-        self, engine: Engine, tokenizing: Tokenizing, limits: ModelLimits, metrics: Metrics
-    ) -> None:
-        self.engine = engine
-        self.tok = tokenizing
-        self.limits = limits
-        self.metrics = metrics
-
-    async def chat(
-        self, req: ChatRequest, is_disconnected: IsDisconnected | None = None
-    ) -> ChatResponse | None:
-        """Generate; ``None`` when the client went away before the end."""
-        if req.prompt is not None and req.messages is not None:
-            raise RequestError("give either prompt or messages, not both", field="messages")
-        prefix_tokens = 0
-        if req.messages is not None:
-            ids = self.tok.render_chat(req.messages, field_name="messages", pipeline_style=True)
-            prompt_field = "messages"
-        else:
-            if not req.prompt:
-                raise RequestError(
-                    "Text generation parameter prompt required (or messages for a chat model)",
-                    field="prompt",
-                )
-            ids = await self.tok.encode((req.prefix or "") + req.prompt)
-            if req.prefix:
-                prefix_tokens = len(await self.tok.encode(req.prefix, special=False))
-            prompt_field = "prompt"
-        plan = plan_chat(
-            req.generate_kwargs,
-            ids,
-            self.limits,
-            prefix_tokens=prefix_tokens,
-            hole=req.handle_long_generation == "hole",
-            prompt_field=prompt_field,
-        )
-        rows = [[_Row() for _ in range(plan.n)]]
-        generation = Generation(self.engine, [plan], is_disconnected, whole_rows=True)
-        generation.start()
-        try:
-            await _collect(generation, rows)
-        except asyncio.CancelledError:  # the client went away (handler cancellation)
-            self.metrics.request_finished("abort")
-            raise
-        if generation.disconnected:
-            self.metrics.request_finished("abort")
-            return None
-        texts = []
-        for row in rows[0]:
-            text = self.tok.decode(row.tokens, clean_up=req.clean_up_tokenization_spaces)
-            if req.return_full_text and req.messages is None and req.prompt is not None:
-                text = req.prompt + text
-            texts.append(text)
-        self.metrics.request_finished(rows[0][0].reason or "abort")
-        response: ChatResponse = {"Result": "".join(texts)}
-        if len(texts) > 1:
-            response["sequences"] = texts
-        return response
 
 
 def _openai_sampling(
@@ -316,13 +168,7 @@ class OpenAIService:
         usage_prompt = sum(len(ids) for ids, _ in prompts)
         request_id = f"cmpl-{uuid.uuid4().hex}"
         created = int(time.time())
-        generation = Generation(
-            self.engine,
-            plans,
-            None if req.stream else is_disconnected,
-            whole_rows=not req.stream and not stops,
-        )
-        generation.start()
+        generation = self._start(plans, stream=req.stream, stops=stops, watch=is_disconnected)
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
             return self._stream_completion(
@@ -427,13 +273,7 @@ class OpenAIService:
         choices = [[_Choice(j, TextStream(self.tok.decode, stops)) for j in range(req.n)]]
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
-        generation = Generation(
-            self.engine,
-            [plan],
-            None if req.stream else is_disconnected,
-            whole_rows=not req.stream and not stops,
-        )
-        generation.start()
+        generation = self._start([plan], stream=req.stream, stops=stops, watch=is_disconnected)
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
             return self._stream_chat(
@@ -508,6 +348,22 @@ class OpenAIService:
             }
 
     # ---- shared ------------------------------------------------------------------------------
+
+    def _start(
+        self,
+        plans: list[Plan],
+        *,
+        stream: bool,
+        stops: list[str],
+        watch: IsDisconnected | None,
+    ) -> Generation:
+        """Submit the plans. A stream notices a disconnect by its failed writes, an answer by
+        polling ``watch``; an answer without stop strings needs only each row's end."""
+        generation = Generation(
+            self.engine, plans, None if stream else watch, whole_rows=not stream and not stops
+        )
+        generation.start()
+        return generation
 
     async def _run(self, generation: Generation, choices: list[list[_Choice]]) -> None:
         try:
