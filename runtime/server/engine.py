@@ -243,8 +243,10 @@ class Engine:
         the jobs started.
 
         The first prefill of all decides whether this model's caches merge at all; if they do
-        not, the jobs of the other groups go back to the head of the queue (static batching)."""
-        if self._can_merge is False:
+        not, the jobs of the other groups go back to the head of the queue (static batching).
+        On the CPU only: padding costs its full share of compute there (measured); an
+        accelerator's under-used batch may pad nearly for free, which is not measured here."""
+        if self._can_merge is False or self._device.type != "cpu":
             self._prefill(jobs)
             return jobs
         lengths = [(job.n, len(job.prompt)) for job in jobs]

@@ -5,6 +5,7 @@ prompt in it. Prompts of very different lengths waste most of that work on paddi
 the benchmark's 32 prompts of 11 to 90 tokens: 46% of the prefilled tokens were padding).
 ``groups`` sorts the requests by prompt length and splits them where padding would cost more
 than another forward call; each group is prefilled on its own and merged into the running batch.
+The engine groups on the CPU, where it was measured (``bench/README.md``).
 """
 
 from __future__ import annotations
